@@ -1,0 +1,1 @@
+"""qwen-react: agent."""
