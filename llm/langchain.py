@@ -15,7 +15,7 @@ else to the current question), an assistant tool call is written as ``Thought`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +35,14 @@ from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from llm import tool_calls
 from llm.chatml import DEFAULT_SYSTEM, render_messages
 from llm.types import LLM, Completion, SamplingParams, Usage
+from tools.base import ToolOutput
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class _QwenSettings(BaseModel):
     Give exactly one of ``backend`` (any ``llm.types.LLM``), ``checkpoint_dir`` (the local
     engine is loaded on first use) or ``base_url`` (an OpenAI-compatible server such as vLLM).
     Sampling settings left at ``None`` use the checkpoint's generation_config; a temperature
-    below 0.01 means greedy decoding, as in Qwen's API server.
+    below 0.01 means greedy decoding, as in Qwen's API server. ``timeout`` (read timeout,
+    seconds), ``max_retries`` and ``api_key`` apply to the ``base_url`` backend.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -116,7 +119,12 @@ class _QwenSettings(BaseModel):
         from llm.openai_compat import OpenAICompatibleLLM
 
         key = self.api_key.get_secret_value() if self.api_key is not None else None
-        return OpenAICompatibleLLM(self.base_url, self.model, api_key=key)
+        options: dict[str, Any] = {}
+        if self.timeout is not None:
+            options["read_timeout"] = self.timeout
+        if self.max_retries is not None:
+            options["max_retries"] = self.max_retries
+        return OpenAICompatibleLLM(self.base_url, self.model, api_key=key, **options)
 
     def sampling(self, overrides: dict[str, Any]) -> SamplingParams | None:
         """Sampling for one call: per-call keyword arguments win over the fields."""
@@ -246,7 +254,7 @@ class ChatQwen(_QwenSettings, BaseChatModel):
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (LangChain tools, functions, pydantic models or OpenAI/JSON schemas)."""
-        schemas = [convert_to_openai_tool(t)["function"] for t in tools]
+        schemas = [tool_schema(t) for t in tools]
         names = [s["name"] for s in schemas]
         choice = tool_calls.normalize_tool_choice(tool_choice, names)
         return self.bind(tools=schemas, tool_choice=choice, **kwargs)
@@ -421,3 +429,40 @@ def _text_of(content: str | list[Any], index: int) -> str:
                 f"messages[{index}]: ChatQwen takes text only, got a {block.get('type')!r} block"
             )
     return "".join(parts)
+
+
+def tool_schema(tool: Any) -> dict[str, Any]:
+    """The OpenAI function schema (``name``, ``description``, ``parameters``) of ``tool``.
+
+    ``tool`` is anything LangChain accepts as a tool: a ``BaseTool``, a typed function, a
+    pydantic model, a TypedDict or an OpenAI/JSON schema.
+    """
+    return convert_to_openai_tool(tool)["function"]
+
+
+def structured_tool(
+    name: str,
+    description: str,
+    parameters: dict[str, Any],
+    run: Callable[[dict[str, Any]], ToolOutput],
+) -> BaseTool:
+    """A LangChain tool that calls ``run`` with the call's arguments.
+
+    An output with ``is_error`` becomes an error ``ToolMessage`` (status ``"error"``) carrying
+    its text; image files travel as the message's artifact (a list of paths).
+    """
+
+    def call(**kwargs: Any) -> tuple[str, list[str]]:
+        output = run(kwargs)
+        if output.is_error:
+            raise ToolException(output.text)
+        return output.text, [str(path) for path in output.images]
+
+    return StructuredTool.from_function(
+        func=call,
+        name=name,
+        description=description,
+        args_schema=parameters,
+        response_format="content_and_artifact",
+        handle_tool_error=True,
+    )

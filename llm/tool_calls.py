@@ -274,7 +274,8 @@ def _strip_thought(text: str) -> str:
 def _parsed_call(name: str, raw: str, tools: Sequence[dict[str, Any]]) -> ParsedCall:
     call_id = f"call_{uuid.uuid4().hex[:24]}"
     raw = raw.strip()
-    args, error = _arguments(raw, _schema_of(name, tools))
+    schema = _schema_of(name, tools)
+    args, error = parse_arguments(raw, (schema or {}).get("parameters"))
     raw_args = json.dumps(args, ensure_ascii=False) if args is not None else raw
     return ParsedCall(name, raw_args, args, call_id, error)
 
@@ -283,8 +284,15 @@ def _schema_of(name: str, tools: Sequence[dict[str, Any]]) -> dict[str, Any] | N
     return next((t for t in tools if t.get("name") == name), None)
 
 
-def _arguments(raw: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Arguments from the Action Input: a JSON5 object, or plain text for a one-string tool."""
+def parse_arguments(
+    raw: str, parameters: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(arguments, None)`` from an Action Input, or ``(None, problem)``.
+
+    The input is read as JSON5 (as Qwen's examples recommend); plain text is accepted for a
+    tool whose ``parameters`` schema has exactly one property, a string.
+    """
+    raw = raw.strip()
     try:
         value = json5.loads(raw) if raw else {}
     except ValueError as exc:
@@ -293,14 +301,14 @@ def _arguments(raw: str, schema: dict[str, Any] | None) -> tuple[dict[str, Any] 
         problem = None if isinstance(value, dict) else "Action Input is not a JSON object"
     if isinstance(value, dict):
         return value, None
-    single = _single_string_parameter(schema)
+    single = _single_string_parameter(parameters)
     if single is not None:
         return {single: raw}, None
     return None, problem
 
 
-def _single_string_parameter(schema: dict[str, Any] | None) -> str | None:
-    properties = ((schema or {}).get("parameters") or {}).get("properties") or {}
+def _single_string_parameter(parameters: dict[str, Any] | None) -> str | None:
+    properties = (parameters or {}).get("properties") or {}
     if len(properties) == 1:
         ((name, spec),) = properties.items()
         if spec.get("type") == "string":

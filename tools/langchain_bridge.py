@@ -1,0 +1,100 @@
+"""Tools across the LangChain boundary: LangChain tools for our ``Agent``, our tools for LangChain.
+
+``from_langchain(lc_tool)`` wraps any LangChain tool (``BaseTool``, ``@tool`` function) as a
+``ToolLike``: the model's Action Input is read as JSON5 and handed to the tool; a bad input or
+an exception inside the tool becomes an error observation the model can act on.
+``to_langchain(tool)`` turns any ``ToolLike`` (``Tool``, ``CodeInterpreter``, ...) into a
+LangChain tool whose error outputs become error ``ToolMessage``s and whose images travel as
+the message artifact. LangChain itself is reached only through ``llm.langchain``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm.tool_calls import parse_arguments
+from tools.base import ArgsFormat, ToolLike, ToolOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LangChainTool:
+    """A LangChain tool seen through the ``ToolLike`` protocol."""
+
+    tool: Any = field(repr=False)
+    name: str
+    name_for_human: str
+    description: str
+    parameters: dict[str, Any]
+    args_format: ArgsFormat = "json"
+
+    def invoke(self, action_input: str) -> ToolOutput:
+        """Run the tool with the model's Action Input; problems come back as error outputs."""
+        args, problem = parse_arguments(action_input, self.parameters)
+        if args is None:
+            return ToolOutput(f"{problem}. {_expected(self.parameters)}", is_error=True)
+        try:
+            result = self.tool.invoke(args)
+        except Exception as exc:  # a failing tool is the model's problem to solve, not a crash
+            logger.info("LangChain tool %s raised %s", self.name, type(exc).__name__)
+            return ToolOutput(f"{type(exc).__name__}: {exc}", is_error=True)
+        return ToolOutput(_as_text(result))
+
+
+def from_langchain(lc_tool: Any) -> LangChainTool:
+    """Wrap a LangChain tool (a ``BaseTool`` or a ``@tool`` function) for our ``Agent``."""
+    from llm.langchain import tool_schema
+
+    schema = tool_schema(lc_tool)
+    parameters = schema.get("parameters") or {"type": "object", "properties": {}}
+    name = schema["name"]
+    return LangChainTool(lc_tool, name, name, schema.get("description", ""), parameters)
+
+
+def to_langchain(tool: ToolLike) -> Any:
+    """A LangChain ``BaseTool`` that runs ``tool`` (any ``ToolLike``)."""
+    from llm.langchain import structured_tool
+
+    parameters = tool.parameters or {"type": "object", "properties": {}}
+
+    def run(kwargs: dict[str, Any]) -> ToolOutput:
+        return tool.invoke(_action_input(tool, kwargs))
+
+    return structured_tool(tool.name, tool.description, parameters, run)
+
+
+def _action_input(tool: ToolLike, kwargs: dict[str, Any]) -> str:
+    """The Action Input text the tool expects for these call arguments."""
+    if tool.args_format != "code":
+        return json.dumps(kwargs, ensure_ascii=False)
+    if len(kwargs) == 1:
+        (value,) = kwargs.values()
+        return str(value)
+    if "code" in kwargs:
+        return str(kwargs["code"])
+    raise ValueError(
+        f"tool {tool.name!r} takes code; call it with one argument (the code), got {sorted(kwargs)}"
+    )
+
+
+def _as_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    content = getattr(result, "content", None)  # a ToolMessage from a tool that returns one
+    if isinstance(content, str):
+        return content
+    try:
+        return json.dumps(result, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(result)
+
+
+def _expected(parameters: dict[str, Any]) -> str:
+    names = sorted((parameters.get("properties") or {}).keys())
+    if not names:
+        return "Give an empty JSON object: {}"
+    return f"Give a JSON object with the fields {', '.join(names)}."
