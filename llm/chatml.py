@@ -108,22 +108,47 @@ def render_messages(messages: Sequence[Any], *, continue_last: bool = False) -> 
     Without a leading system message, ``DEFAULT_SYSTEM`` is used. With ``continue_last=False``
     the text ends with an open assistant turn (the generation prompt); with
     ``continue_last=True`` the last message must be from the assistant and is left open so
-    the model continues it.
+    the model continues it. Special-token text inside contents stays in the text; use
+    ``encode_messages`` where it must not act as a control token.
     """
+    closed, open_content = _conversation(messages, continue_last)
+    blocks = [f"{IM_START}{role}\n{content}{IM_END}" for role, content in closed]
+    return "\n".join(blocks) + f"\n{IM_START}assistant\n{open_content}"
+
+
+def encode_messages(
+    tok: QwenTokenizer, messages: Sequence[Any], *, continue_last: bool = False
+) -> list[int]:
+    """Token ids of ``render_messages(messages, ...)`` with contents encoded injection-safe.
+
+    Roles and contents are encoded with no special tokens allowed, as in ``make_context``,
+    so a message cannot close its own turn or open another.
+    """
+    closed, open_content = _conversation(messages, continue_last)
+    nl = tok.encode("\n")
+    start, end = [tok.im_start_id], [tok.im_end_id]
+    ids: list[int] = []
+    for index, (role, content) in enumerate(closed):
+        ids += (nl if index else []) + start + _role_tokens(tok, role, content) + end
+    ids += nl + start + tok.encode("assistant") + nl
+    return ids + tok.encode(open_content, allowed_special=set())
+
+
+def _conversation(
+    messages: Sequence[Any], continue_last: bool
+) -> tuple[list[tuple[str, str]], str]:
+    """Closed (role, content) turns with the system prompt first, and the open assistant text."""
     pairs = [_role_content(m, i) for i, m in enumerate(messages)]
     if not pairs or pairs[0][0] != "system":
         pairs.insert(0, ("system", DEFAULT_SYSTEM))
-    if continue_last:
-        if len(pairs) < 2 or pairs[-1][0] != "assistant":
-            last = pairs[-1][0] if len(pairs) > 1 else "none"
-            raise ValueError(
-                f"continue_last=True needs an assistant message last, the last role is {last!r}"
-            )
-        *closed, (_, open_content) = pairs
-    else:
-        closed, open_content = pairs, ""
-    blocks = [f"{IM_START}{role}\n{content}{IM_END}" for role, content in closed]
-    return "\n".join(blocks) + f"\n{IM_START}assistant\n{open_content}"
+    if not continue_last:
+        return pairs, ""
+    if len(pairs) < 2 or pairs[-1][0] != "assistant":
+        last = pairs[-1][0] if len(pairs) > 1 else "none"
+        raise ValueError(
+            f"continue_last=True needs an assistant message last, the last role is {last!r}"
+        )
+    return pairs[:-1], pairs[-1][1]
 
 
 def _role_content(message: Any, index: int) -> tuple[str, str]:
