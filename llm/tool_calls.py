@@ -4,8 +4,8 @@ An assistant tool call becomes ``Thought: ...`` / ``Action: name`` / ``Action In
 its result ``Observation: ...``; the tool instruction is attached once, to the user message of
 the latest finished exchange, else to the current question. Going back, the model's
 ``Action`` / ``Action Input`` becomes a tool call and its ``Final Answer`` the reply text.
-The instruction comes from ``agent.prompt`` and the parsing from ``agent.parser``, so the chat
-adapters and the agent read and write one format. Nothing here imports LangChain.
+The instruction comes from ``agent.prompt``, the parsing from ``agent.parser`` and the
+arguments from ``tools.arguments``, so the chat adapters and the agent read one format. Nothing here imports LangChain.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import json5
+from tools.arguments import ArgumentError, parse_action_input
 
 OBSERVATION_STOPS = ("Observation:", "Observation:\n")
 FINAL_ANSWER = "Final Answer:"
@@ -274,46 +274,16 @@ def _strip_thought(text: str) -> str:
 def _parsed_call(name: str, raw: str, tools: Sequence[dict[str, Any]]) -> ParsedCall:
     call_id = f"call_{uuid.uuid4().hex[:24]}"
     raw = raw.strip()
-    schema = _schema_of(name, tools)
-    args, error = parse_arguments(raw, (schema or {}).get("parameters"))
-    raw_args = json.dumps(args, ensure_ascii=False) if args is not None else raw
-    return ParsedCall(name, raw_args, args, call_id, error)
+    schema = _schema_of(name, tools) or {}
+    try:
+        args = parse_action_input(raw, schema.get("parameters") or {})
+    except ArgumentError as exc:
+        return ParsedCall(name, raw, None, call_id, str(exc))
+    return ParsedCall(name, json.dumps(args, ensure_ascii=False), args, call_id)
 
 
 def _schema_of(name: str, tools: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return next((t for t in tools if t.get("name") == name), None)
-
-
-def parse_arguments(
-    raw: str, parameters: dict[str, Any] | None
-) -> tuple[dict[str, Any] | None, str | None]:
-    """``(arguments, None)`` from an Action Input, or ``(None, problem)``.
-
-    The input is read as JSON5 (as Qwen's examples recommend); plain text is accepted for a
-    tool whose ``parameters`` schema has exactly one property, a string.
-    """
-    raw = raw.strip()
-    try:
-        value = json5.loads(raw) if raw else {}
-    except ValueError as exc:
-        value, problem = None, f"Action Input is not valid JSON: {exc}"
-    else:
-        problem = None if isinstance(value, dict) else "Action Input is not a JSON object"
-    if isinstance(value, dict):
-        return value, None
-    single = _single_string_parameter(parameters)
-    if single is not None:
-        return {single: raw}, None
-    return None, problem
-
-
-def _single_string_parameter(parameters: dict[str, Any] | None) -> str | None:
-    properties = (parameters or {}).get("properties") or {}
-    if len(properties) == 1:
-        ((name, spec),) = properties.items()
-        if spec.get("type") == "string":
-            return name
-    return None
 
 
 class FinalAnswerStream:

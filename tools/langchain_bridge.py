@@ -15,8 +15,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm.tool_calls import parse_arguments
+from pydantic import ValidationError
+
+from tools.arguments import ArgumentError, parse_action_input
 from tools.base import ArgsFormat, ToolLike, ToolOutput
+from tools.tool import to_output
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +37,29 @@ class LangChainTool:
 
     def invoke(self, action_input: str) -> ToolOutput:
         """Run the tool with the model's Action Input; problems come back as error outputs."""
-        args, problem = parse_arguments(action_input, self.parameters)
-        if args is None:
-            return ToolOutput(f"{problem}. {_expected(self.parameters)}", is_error=True)
+        try:
+            args = parse_action_input(action_input, self.parameters)
+        except ArgumentError as exc:
+            return self._error(f"could not read the Action Input: {exc}. {self._hint()}")
         try:
             result = self.tool.invoke(args)
+        except ValidationError as exc:
+            return self._error(f"invalid arguments: {_first_errors(exc)}. {self._hint()}")
         except Exception as exc:  # a failing tool is the model's problem to solve, not a crash
-            logger.info("LangChain tool %s raised %s", self.name, type(exc).__name__)
-            return ToolOutput(f"{type(exc).__name__}: {exc}", is_error=True)
-        return ToolOutput(_as_text(result))
+            logger.warning("LangChain tool %s raised", self.name, exc_info=True)
+            return self._error(
+                f"the tool raised {type(exc).__name__}: {exc}. Check the arguments and try "
+                "again, or answer without this tool."
+            )
+        content = getattr(result, "content", None)  # tools may return a ToolMessage
+        return ToolOutput(content) if isinstance(content, str) else to_output(result)
+
+    def _hint(self) -> str:
+        schema = json.dumps(self.parameters, ensure_ascii=False)
+        return f"Write the Action Input as a JSON object matching this schema: {schema}"
+
+    def _error(self, message: str) -> ToolOutput:
+        return ToolOutput(f"Error calling {self.name}: {message}", is_error=True)
 
 
 def from_langchain(lc_tool: Any) -> LangChainTool:
@@ -81,20 +98,8 @@ def _action_input(tool: ToolLike, kwargs: dict[str, Any]) -> str:
     )
 
 
-def _as_text(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    content = getattr(result, "content", None)  # a ToolMessage from a tool that returns one
-    if isinstance(content, str):
-        return content
-    try:
-        return json.dumps(result, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(result)
-
-
-def _expected(parameters: dict[str, Any]) -> str:
-    names = sorted((parameters.get("properties") or {}).keys())
-    if not names:
-        return "Give an empty JSON object: {}"
-    return f"Give a JSON object with the fields {', '.join(names)}."
+def _first_errors(exc: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in exc.errors()
+    ]
+    return "; ".join(parts[:3])
