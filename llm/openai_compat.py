@@ -232,6 +232,8 @@ class OpenAICompatibleLLM:
                         f"cannot connect after {attempt + 1} attempt(s): {e}", url=self.url
                     ) from e
                 problem = f"connection failed ({type(e).__name__})"
+            except requests.exceptions.RequestException as e:
+                raise BackendError(f"request failed: {e}", url=self.url) from e
             else:
                 if response.status_code == 200:
                     return response
