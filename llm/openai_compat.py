@@ -142,7 +142,11 @@ class OpenAICompatibleLLM:
         max_new_tokens: int = 512,
         sampling: SamplingParams | None = None,
     ) -> Iterator[str]:
-        """Text deltas as the server streams them (SSE), ending before any stop string."""
+        """Text deltas as the server streams them (SSE), ending before any stop string.
+
+        The request is sent (and retried) by this call; failures while reading the stream
+        surface during iteration.
+        """
         stops = _clean_stops(stop)
         payload = self._payload(prompt, stops, max_new_tokens, sampling, stream=True)
         response = self._post(payload, stream=True)
