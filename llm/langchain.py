@@ -97,7 +97,7 @@ class _QwenSettings(BaseModel):
                 f"base_url=; got {given or 'none'}"
             )
         if self.backend is not None and not isinstance(self.backend, LLM):
-            raise TypeError(
+            raise ValueError(
                 f"backend must implement llm.types.LLM (complete, stream, count_tokens); "
                 f"got {type(self.backend).__name__}"
             )
