@@ -263,7 +263,7 @@ def parse_reply(text: str, tools: Sequence[dict[str, Any]]) -> Reply:
     if isinstance(step, Action):
         call = _parsed_call(step.tool, step.tool_input, tools)
         return Reply(_strip_thought(step.thought), [call])
-    return Reply(_strip_thought(text.strip()))
+    return Reply(_strip_thought(step.log or text))
 
 
 def _strip_thought(text: str) -> str:

@@ -15,6 +15,7 @@ from langchain_core.messages import (  # noqa: E402
     AIMessageChunk,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate  # noqa: E402
@@ -22,6 +23,7 @@ from langchain_core.tools import tool  # noqa: E402
 from pydantic import BaseModel, Field, ValidationError  # noqa: E402
 
 from llm.langchain import ChatQwen, QwenLLM  # noqa: E402
+from llm.tool_calls import tool_instruction  # noqa: E402
 from llm.types import Completion, SamplingParams, Usage  # noqa: E402
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -284,3 +286,189 @@ def test_chat_model_chain_batch() -> None:
     replies = chain.batch([{"q": "first"}, {"q": "second"}], config={"max_concurrency": 1})
     assert [r.content for r in replies] == ["A", "B"]
     assert ["first" in c["prompt"] for c in backend.calls] == [True, False]
+
+
+# tool calling through Qwen's ReAct format
+
+ADD_CALL = 'Thought: I should add them.\nAction: add\nAction Input: {"a": 2, "b": 3}\nObservation:'
+
+
+def _schemas(*tools: Any) -> list[dict[str, Any]]:
+    from llm.langchain import tool_schema
+
+    return [tool_schema(t) for t in tools]
+
+
+def test_bound_tools_put_qwen_instruction_before_the_question() -> None:
+    backend = Scripted([ADD_CALL])
+    ChatQwen(backend=backend).bind_tools([add, search]).invoke("What is 2 + 3?")
+    instruction = tool_instruction(_schemas(add, search))
+    assert "add" in instruction and "search" in instruction
+    assert backend.calls[0]["prompt"] == (
+        SYSTEM
+        + f"{IM_START}user\n{instruction}\n\nQuestion: What is 2 + 3?{IM_END}\n"
+        + f"{IM_START}assistant\n"
+    )
+    assert {"Observation:", "Observation:\n"} <= set(backend.calls[0]["stop"])
+
+
+def test_action_and_action_input_become_a_tool_call() -> None:
+    reply = ChatQwen(backend=Scripted([ADD_CALL])).bind_tools([add]).invoke("2 + 3?")
+    assert reply.content == "I should add them."
+    assert len(reply.tool_calls) == 1
+    call = reply.tool_calls[0]
+    assert (call["name"], call["args"]) == ("add", {"a": 2, "b": 3})
+    assert call["id"].startswith("call_")
+    assert reply.invalid_tool_calls == []
+
+
+def test_final_answer_becomes_the_content() -> None:
+    text = "Thought: 提供的工具对回答该问题帮助较小，我将不使用工具直接作答。\nFinal Answer: 你好！"
+    reply = ChatQwen(backend=Scripted([text])).bind_tools([add]).invoke("你好")
+    assert reply.content == "你好！"
+    assert reply.tool_calls == [] and reply.invalid_tool_calls == []
+
+
+def test_unreadable_action_input_is_an_invalid_tool_call() -> None:
+    text = "Thought: add\nAction: add\nAction Input: two and three\nObservation:"
+    reply = ChatQwen(backend=Scripted([text])).bind_tools([add]).invoke("2 + 3?")
+    assert reply.tool_calls == []
+    (bad,) = reply.invalid_tool_calls
+    assert (bad["name"], bad["args"]) == ("add", "two and three")
+    assert "not valid JSON" in bad["error"]
+
+
+def test_tool_result_is_an_observation_in_the_open_assistant_turn() -> None:
+    backend = Scripted([" I now know the final answer.\nFinal Answer: 5"])
+    messages = [
+        HumanMessage("What is 2 + 3?"),
+        AIMessage(
+            "I should add them.",
+            tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "call_a"}],
+        ),
+        ToolMessage("5", tool_call_id="call_a"),
+    ]
+    reply = ChatQwen(backend=backend).bind_tools([add]).invoke(messages)
+    assert reply.content == "5" and reply.tool_calls == []
+    instruction = tool_instruction(_schemas(add))
+    assert backend.calls[0]["prompt"] == (
+        SYSTEM
+        + f"{IM_START}user\n{instruction}\n\nQuestion: What is 2 + 3?{IM_END}\n"
+        + f"{IM_START}assistant\nThought: I should add them.\nAction: add\n"
+        + 'Action Input: {"a": 2, "b": 3}\nObservation: 5\nThought:'
+    )
+
+
+def test_instruction_goes_to_the_latest_answered_question_as_in_qwen_api() -> None:
+    backend = Scripted(["Thought: I now know the final answer.\nFinal Answer: 9"])
+    messages = [HumanMessage("2 + 3?"), AIMessage("5"), HumanMessage("4 + 5?")]
+    ChatQwen(backend=backend).bind_tools([add]).invoke(messages)
+    instruction = tool_instruction(_schemas(add))
+    assert backend.calls[0]["prompt"] == (
+        SYSTEM
+        + f"{IM_START}user\n{instruction}\n\nQuestion: 2 + 3?{IM_END}\n"
+        + f"{IM_START}assistant\nThought: I now know the final answer.\nFinal Answer: 5{IM_END}\n"
+        + f"{IM_START}user\n4 + 5?{IM_END}\n{IM_START}assistant\n"
+    )
+
+
+def test_two_tool_calls_are_written_one_action_per_observation() -> None:
+    backend = Scripted([" I now know the final answer.\nFinal Answer: done"])
+    calls = [
+        {"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"},
+        {"name": "search", "args": {"query": "天气"}, "id": "c2"},
+    ]
+    messages = [
+        HumanMessage("go"),
+        AIMessage("", tool_calls=calls),
+        ToolMessage("3", tool_call_id="c1"),
+        ToolMessage("sunny", tool_call_id="c2"),
+    ]
+    ChatQwen(backend=backend).bind_tools([add, search]).invoke(messages)
+    assert backend.calls[0]["prompt"].endswith(
+        f"{IM_START}assistant\n"
+        'Action: add\nAction Input: {"a": 1, "b": 2}\nObservation: 3\n'
+        'Action: search\nAction Input: {"query": "天气"}\nObservation: sunny\nThought:'
+    )
+
+
+def test_langchain_agent_loop_with_tool_execution() -> None:
+    backend = Scripted([ADD_CALL, " I now know the final answer.\nFinal Answer: 2 + 3 = 5."])
+    model = ChatQwen(backend=backend).bind_tools([add])
+    messages: list[Any] = [HumanMessage("What is 2 + 3?")]
+    for _ in range(4):
+        reply = model.invoke(messages)
+        messages.append(reply)
+        if not reply.tool_calls:
+            break
+        messages.extend(add.invoke(call) for call in reply.tool_calls)
+    assert messages[-1].content == "2 + 3 = 5."
+    assert [type(m).__name__ for m in messages] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
+    assert messages[2].content == "5"
+    assert backend.calls[1]["prompt"].endswith(
+        'Thought: I should add them.\nAction: add\nAction Input: {"a": 2, "b": 3}\n'
+        "Observation: 5\nThought:"
+    )
+
+
+def test_streaming_with_tools_streams_only_the_final_answer() -> None:
+    text = "Thought: I now know the final answer.\nFinal Answer: The sum of two and three is five."
+    chunks = list(ChatQwen(backend=Scripted([text])).bind_tools([add]).stream("2 + 3?"))
+    pieces = [c.content for c in chunks if c.content]
+    assert len(pieces) > 2
+    assert "".join(pieces) == "The sum of two and three is five."
+    assert chunks[-1].chunk_position == "last"
+
+
+def test_streaming_with_tools_gives_tool_call_chunks() -> None:
+    chunks = list(ChatQwen(backend=Scripted([ADD_CALL])).bind_tools([add]).stream("2 + 3?"))
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    assert full.content == "I should add them."
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("add", {"a": 2, "b": 3})]
+    assert full.usage_metadata is not None and full.usage_metadata["output_tokens"] > 0
+
+
+def test_tool_choice_any_starts_the_reply_with_action() -> None:
+    backend = Scripted([' search\nAction Input: {"query": "news"}\nObservation:'])
+    reply = ChatQwen(backend=backend).bind_tools([add, search], tool_choice="any").invoke("hi")
+    assert backend.calls[0]["prompt"].endswith(f"{IM_START}assistant\nAction:")
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("search", {"query": "news"})]
+
+
+def test_tool_choice_by_name_starts_the_reply_with_its_action_input() -> None:
+    backend = Scripted([' {"a": 1, "b": 2}\nObservation:'])
+    model = ChatQwen(backend=backend).bind_tools(
+        [add, search], tool_choice={"type": "function", "function": {"name": "add"}}
+    )
+    reply = model.invoke("1 + 2")
+    assert backend.calls[0]["prompt"].endswith(f"{IM_START}assistant\nAction: add\nAction Input:")
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert reply.content == ""
+
+
+def test_tool_choice_none_sends_no_tools() -> None:
+    backend = Scripted(["plain"])
+    reply = ChatQwen(backend=backend).bind_tools([add], tool_choice="none").invoke("hi")
+    assert reply.content == "plain"
+    assert (
+        backend.calls[0]["prompt"] == SYSTEM + f"{IM_START}user\nhi{IM_END}\n{IM_START}assistant\n"
+    )
+
+
+def test_unknown_tool_choice_names_the_bound_tools() -> None:
+    with pytest.raises(ValueError, match=r"bound tools are \['add'\]"):
+        ChatQwen(backend=Scripted([])).bind_tools([add], tool_choice="multiply")
+
+
+def test_structured_output_through_a_forced_tool_call() -> None:
+    backend = Scripted([' {"name": "Ann", "age": 30}\nObservation:'])
+    structured = ChatQwen(backend=backend).with_structured_output(Person)
+    assert structured.invoke("Ann is thirty.") == Person(name="Ann", age=30)
+    assert backend.calls[0]["prompt"].endswith("Action: Person\nAction Input:")
