@@ -15,6 +15,7 @@ else to the current question), an assistant tool call is written as ``Thought`` 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from llm import tool_calls
-from llm.chatml import DEFAULT_SYSTEM, render_messages
+from llm.chatml import DEFAULT_SYSTEM, encode_messages, render_messages
 from llm.types import LLM, Completion, SamplingParams, Usage
 from tools.base import ToolOutput
 
@@ -165,10 +166,13 @@ class QwenLLM(_QwenSettings, LangChainLLM):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "max_tokens": self.max_tokens, "chatml": self.chatml}
 
-    def _prompt(self, prompt: str) -> str:
+    def _prompt(self, prompt: str) -> str | list[int]:
         if not self.chatml:
             return prompt
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": prompt}]
+        tokenizer = _engine_tokenizer(self.resolved_backend())
+        if tokenizer is not None:
+            return encode_messages(tokenizer, messages)
         return render_messages(messages)
 
     def _call(
@@ -212,7 +216,7 @@ class QwenLLM(_QwenSettings, LangChainLLM):
 class _Request:
     """One backend call prepared from LangChain messages."""
 
-    prompt: str
+    prompt: str | list[int]  # token ids for the local engine (injection-safe), else ChatML text
     stop: list[str]
     prefill: str = ""  # assistant text already in the prompt that the reply starts with
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -275,6 +279,9 @@ class ChatQwen(_QwenSettings, BaseChatModel):
         continue_last = turns[-1]["role"] == "assistant"
         prompt = render_messages(turns, continue_last=continue_last)
         logger.debug("ChatQwen prompt (%d tools):\n%s", len(tools), prompt)
+        tokenizer = _engine_tokenizer(self.resolved_backend())
+        if tokenizer is not None:
+            prompt = encode_messages(tokenizer, turns, continue_last=continue_last)
         stops = self.stops(stop)
         if tools:
             stops = tool_calls.react_stops(stops)
@@ -347,7 +354,7 @@ class ChatQwen(_QwenSettings, BaseChatModel):
                 yield chunk
         generated = "".join(pieces)
         usage = Usage(
-            prompt_tokens=backend.count_tokens(request.prompt),
+            prompt_tokens=_prompt_tokens(backend, request.prompt),
             completion_tokens=backend.count_tokens(generated) if generated else 0,
         )
         yield self._last_chunk(request, answer, generated, usage)
@@ -375,6 +382,18 @@ class ChatQwen(_QwenSettings, BaseChatModel):
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message)
+
+
+def _engine_tokenizer(backend: LLM) -> Any:
+    """The tokenizer of the local engine, which takes token ids; None for other backends."""
+    engine_module = sys.modules.get("llm.engine")  # loaded whenever an Engine exists
+    if engine_module is not None and isinstance(backend, engine_module.Engine):
+        return backend.tokenizer
+    return None
+
+
+def _prompt_tokens(backend: LLM, prompt: str | list[int]) -> int:
+    return len(prompt) if isinstance(prompt, list) else backend.count_tokens(prompt)
 
 
 def _usage_metadata(usage: Usage) -> UsageMetadata:
