@@ -8,7 +8,7 @@ completion that could not be used. Every run ends with exactly one ``FinalAnswer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -67,12 +67,17 @@ class ErrorEvent:
 
 @dataclass(frozen=True)
 class FinalAnswerEvent:
-    """The end of the run: the answer, or a message saying which limit stopped the run."""
+    """The end of the run: the answer, or a message saying which limit stopped the run.
+
+    ``transcript`` is the whole assistant text of the turn (steps, observations and the
+    answer), as it is kept in the chat history.
+    """
 
     step: int
     answer: str
     thought: str = ""
     reason: FinishReason = "answer"
+    transcript: str = field(default="", repr=False)
 
 
 AgentEvent = ModelOutput | Thought | ActionEvent | Observation | ErrorEvent | FinalAnswerEvent

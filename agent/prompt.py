@@ -16,6 +16,7 @@ as Qwen's reference does.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -72,6 +73,8 @@ Final Answer: the final answer to the original input question
 Begin!"""
 
 OBSERVATION_PREFIX = "\nObservation:"
+# Text that a text prompt would turn into ChatML control tokens.
+_SPECIAL = re.compile(r"<\|(im_start|im_end|endoftext|extra_\d+)\|>")
 STOP_WORDS = ("Observation:", "Observation:\n")
 
 History = Sequence[tuple[str, str]]
@@ -111,6 +114,7 @@ def with_question(instruction: str, query: str) -> str:
 
 def scratchpad_text(steps: Scratchpad, family: PromptFamily = "completion") -> str:
     """The steps so far, written the way the family appends them."""
+    steps = [(escape_special(log), escape_special(obs)) for log, obs in steps]
     if check_family(family) == "completion":
         return "".join(f"{log}{OBSERVATION_PREFIX} {obs}\nThought:" for log, obs in steps)
     return "".join(f"\n{log}{OBSERVATION_PREFIX} {obs}" for log, obs in steps)
@@ -149,5 +153,14 @@ def build_prompt(
     return render_messages(messages)
 
 
+def escape_special(text: str) -> str:
+    """``text`` with special-token text (``<|im_end|>`` ...) made plain by a zero-width space.
+
+    The prompt is sent as text and special-token text in it becomes control tokens; user
+    input, tool output and past responses must not be able to end a turn or open a new one.
+    """
+    return _SPECIAL.sub(lambda m: f"<\u200b|{m.group(1)}|>", text)
+
+
 def _tidy(text: str) -> str:
-    return text.lstrip("\n").rstrip()
+    return escape_special(text.lstrip("\n").rstrip())
