@@ -72,11 +72,11 @@ def bwrap_argv(
     args = [exe, *_system_binds(), "--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp"]  # before any bind below /tmp
     ro_paths = _dedupe(read_only)
+    if os.path.isdir("/etc/fonts"):
+        ro_paths.append(Path("/etc/fonts"))  # fontconfig, for matplotlib's font search
     args += _parent_dirs([*ro_paths, workdir, rundir])
     for path in ro_paths:
         args += ["--ro-bind", str(path), str(path)]
-    if os.path.isdir("/etc/fonts"):
-        args += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
     args += ["--bind", str(workdir), str(workdir), "--bind", str(rundir), str(rundir)]
     args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     args += ["--die-with-parent", "--new-session", "--chdir", str(workdir)]

@@ -13,7 +13,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from traitlets import Instance
 
 from .bwrap import bwrap_argv
-from .fonts import write_matplotlibrc
+from .fonts import install_font_cache, write_matplotlibrc
 from .limits import Limits, launcher_options
 
 INSIDE_DIR = Path(__file__).resolve().parent / "inside"
@@ -62,6 +62,7 @@ def kernel_env(plan: KernelPlan, home: str) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "MATPLOTLIBRC": str(plan.rundir / "matplotlibrc"),
+        "XDG_CACHE_HOME": str(plan.rundir / "cache"),
         "QWEN_REACT_STREAM_HEAD": str(plan.stream_head),
         "QWEN_REACT_STREAM_TAIL": str(plan.stream_tail),
         "MALLOC_ARENA_MAX": "2",  # fewer 64 MiB arena reservations under RLIMIT_AS
@@ -99,8 +100,13 @@ def kernel_argv(plan: KernelPlan) -> list[str]:
 def make_manager(plan: KernelPlan) -> tuple[KernelManager, dict[str, object]]:
     """A KernelManager over ipc in plan.rundir, and the kwargs for start_kernel."""
     write_matplotlibrc(plan.rundir / "matplotlibrc")
+    install_font_cache(plan.rundir / "cache")
     home = plan.rundir / "home"
     home.mkdir(exist_ok=True)
+    if plan.uid is not None:  # the kernel writes its caches here
+        for path in (home, plan.rundir / "cache", plan.rundir / "cache" / "matplotlib"):
+            path.mkdir(exist_ok=True)
+            os.chown(path, plan.uid, 0)
     spec = KernelSpec(
         argv=kernel_argv(plan),
         display_name="qwen-react sandboxed python",
