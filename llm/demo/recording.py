@@ -1,0 +1,81 @@
+"""The prompts the real ``Agent`` sends for an episode, recorded without a model or a kernel.
+
+A ``ScriptedLLM`` plays the model's two turns and a replay tool stands in for the code
+interpreter: it has the real tool's name, description and argument format (so the ReAct
+instruction is the one the agent writes at inference) and returns the observation the real
+tool shows for the episode's printed value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from llm.demo.data import Episode
+from tools.base import ArgsFormat, ToolLike, ToolOutput
+
+
+@dataclass
+class ReplayTool:
+    """A tool with another tool's public face that answers with a fixed observation."""
+
+    name: str
+    name_for_human: str
+    description: str
+    parameters: dict[str, Any]
+    args_format: ArgsFormat
+    observation: str = ""
+
+    @classmethod
+    def like(cls, tool: ToolLike, observation: str) -> ReplayTool:
+        return cls(
+            tool.name,
+            tool.name_for_human,
+            tool.description,
+            tool.parameters,
+            tool.args_format,
+            observation,
+        )
+
+    def invoke(self, action_input: str) -> ToolOutput:
+        return ToolOutput(self.observation)
+
+
+@cache
+def interpreter_face() -> ToolLike:
+    """The real code interpreter's public face (its kernel is never started here)."""
+    from tools.code_interpreter import CodeInterpreter
+
+    real = CodeInterpreter()
+    return ReplayTool.like(real, "")
+
+
+def observation_text(episode: Episode) -> str:
+    """What the code interpreter shows for the episode's code: its printed output."""
+    return episode.observation
+
+
+@cache
+def _tokenizer() -> Any:
+    from llm.tokenizer import QwenTokenizer
+
+    return QwenTokenizer.default()
+
+
+def record_prompts(episode: Episode) -> list[str]:
+    """The prompts of the agent's model calls when the model answers ``episode`` correctly."""
+    from agent import Agent
+    from llm.scripted import ScriptedLLM
+
+    llm = ScriptedLLM(
+        [episode.action_text() + "Observation:", episode.final_text()], tokenizer=_tokenizer()
+    )
+    tool = ReplayTool.like(interpreter_face(), observation_text(episode))
+    result = Agent(llm=llm, tools=[tool], max_steps=3).run(episode.question)
+    if result.answer != episode.answer:
+        raise RuntimeError(
+            f"the agent read the answer {result.answer!r} from the scripted episode "
+            f"{episode.question!r}, expected {episode.answer!r}"
+        )
+    return llm.prompts
