@@ -277,11 +277,15 @@ class ChatQwen(_QwenSettings, BaseChatModel):
             if prefill:
                 turns.append({"role": "assistant", "content": prefill})
         continue_last = turns[-1]["role"] == "assistant"
-        prompt = render_messages(turns, continue_last=continue_last)
-        logger.debug("ChatQwen prompt (%d tools):\n%s", len(tools), prompt)
         tokenizer = _engine_tokenizer(self.resolved_backend())
         if tokenizer is not None:
-            prompt = encode_messages(tokenizer, turns, continue_last=continue_last)
+            prompt: str | list[int] = encode_messages(tokenizer, turns, continue_last=continue_last)
+        else:  # text prompts: special-token text inside messages must stay plain text
+            from agent.prompt import escape_special
+
+            safe = [{**t, "content": escape_special(t["content"])} for t in turns]
+            prompt = render_messages(safe, continue_last=continue_last)
+        logger.debug("ChatQwen prompt (%d tools): %r", len(tools), prompt)
         stops = self.stops(stop)
         if tools:
             stops = tool_calls.react_stops(stops)

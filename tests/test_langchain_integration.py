@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("langchain_tests")
 
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from langchain_core.tools import BaseTool  # noqa: E402
 from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
 
 from llm.langchain import ChatQwen  # noqa: E402
@@ -43,7 +42,7 @@ class TestChatQwenTinyEngine(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"backend": self.engine, "max_tokens": 6, "temperature": 0}
+        return {"backend": self.engine, "max_tokens": 4, "temperature": 0}
 
     @property
     def has_tool_calling(self) -> bool:
@@ -73,10 +72,6 @@ class TestChatQwenTinyEngine(ChatModelIntegrationTests):
     def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
         super().test_tool_calling_with_no_arguments(model)
 
-    @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (with two tools bound, it must name one)")
-    def test_tool_choice(self, model: BaseChatModel) -> None:
-        super().test_tool_choice(model)
-
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS)
     def test_agent_loop(self, model: BaseChatModel) -> None:
         super().test_agent_loop(model)
@@ -90,23 +85,15 @@ class TestChatQwenTinyEngine(ChatModelIntegrationTests):
         )
 
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (a JSON object matching the schema)")
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     def test_structured_output(self, model: BaseChatModel, schema_type: str) -> None:
         super().test_structured_output(model, schema_type)
 
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (a JSON object matching the schema)")
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     async def test_structured_output_async(self, model: BaseChatModel, schema_type: str) -> None:
         await super().test_structured_output_async(model, schema_type)
 
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (a JSON object matching the schema)")
     def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
         super().test_structured_output_pydantic_2_v1(model)
-
-    @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (a JSON object matching the schema)")
-    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
-        super().test_structured_output_optional_param(model)
-
-    @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (after a forced Action it must still write JSON)")
-    def test_structured_few_shot_examples(
-        self, model: BaseChatModel, my_adder_tool: BaseTool
-    ) -> None:
-        super().test_structured_few_shot_examples(model, my_adder_tool)
