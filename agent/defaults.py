@@ -47,9 +47,10 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def load_default_llm(model_dir: str | os.PathLike[str] | None = None) -> LLM:
     """The local engine on the resolved model directory."""
+    path = resolve_model_dir(model_dir)  # before importing torch: fail fast
     from llm.engine import load_engine
 
-    return load_engine(resolve_model_dir(model_dir))
+    return load_engine(path)
 
 
 def _source() -> str:
