@@ -1,0 +1,196 @@
+"""Kernel part of the GPU benchmark: int4 GEMV / GEMM at the Qwen-14B shapes vs torch's tinygemm."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from benchmarks.kernel_bench import QWEN14B_LINEARS, copy_bandwidth, graph_time, rel_err
+from llm.kernels.gemm import GemmConfig, dequantize, int4_gemm
+from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv
+from llm.kernels.layout import unpack_repacked
+from llm.kernels.reference import dequantize_repacked
+
+log = logging.getLogger("bench_gpu")
+GROUP = 128
+GEMV_CONFIGS = [
+    GemvConfig(block_n=bn, split_k=s, num_warps=w, use_asm=True)
+    for bn, w in ((64, 4), (128, 4), (128, 8), (256, 8))
+    for s in (1, 2, 4, 8)
+] + [GemvConfig(block_n=128, split_k=4, num_warps=4, use_asm=False)]
+GEMM_CONFIGS = [
+    GemmConfig(128, 128, 64, 8, 8, 3),
+    GemmConfig(128, 256, 64, 8, 8, 3),
+    GemmConfig(256, 128, 64, 8, 8, 3),
+    GemmConfig(64, 128, 128, 8, 4, 4),
+]
+M_SWEEP = (1, 2, 4, 8, 16)
+
+
+def random_int4(k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random repacked int4 weights and small fp16 scales, made on the GPU."""
+    qweight = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
+    scales = (torch.rand(k // GROUP, n, device="cuda") * 2e-3 + 1e-3).half()
+    return qweight, scales
+
+
+def to_tinygemm(qweight: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same weights in torch's int4pack layout (bf16 scale/zero pairs, symmetric zero 8)."""
+    q = unpack_repacked(qweight).t().contiguous()  # (N, K) values 0..15
+    packed = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8)  # even k in the high nibble
+    w = torch.ops.aten._convert_weight_to_int4pack(packed, 8)
+    sz = torch.stack(
+        [scales.to(torch.bfloat16), torch.zeros_like(scales, dtype=torch.bfloat16)], -1
+    )
+    return w, sz.contiguous()
+
+
+def gbytes(k: int, n: int) -> float:
+    return k * n / 2 + (k // GROUP) * n * 2
+
+
+def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
+    nbytes = gbytes(k, n)
+    copies = max(2, math.ceil(400e6 / nbytes))
+    weights = [random_int4(k, n) for _ in range(copies)]
+    x = torch.randn(16, k, device="cuda").half()
+    w_ref = dequantize_repacked(weights[0][0], weights[0][1], None, GROUP)  # (K, N) fp32
+    res: dict = {"K": k, "N": n, "bytes": nbytes, "gemv": [], "errors": {}}
+
+    best = None
+    for cfg in GEMV_CONFIGS:
+        tag = f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{'asm' if cfg.use_asm else 'tl'}"
+        try:
+            errs = []
+            for m in (1, 3):
+                ref = x[:m].float() @ w_ref
+                errs.append(rel_err(int4_gemv(x[:m], *weights[0], None, None, GROUP, ws, cfg), ref))
+            x1 = x[:1]
+            calls = [
+                (
+                    lambda qw=qw, s=s, x1=x1, cfg=cfg: int4_gemv(
+                        x1, qw, s, None, None, GROUP, ws, cfg
+                    )
+                )
+                for qw, s in weights * 2
+            ]
+            t = graph_time(calls)
+            row = {"cfg": tag, "us": t * 1e6, "tbps": nbytes / t / 1e12, "err": max(errs)}
+            res["gemv"].append(row)
+            if max(errs) < 1e-2 and (best is None or t < best[0]):
+                best = (t, cfg, tag)
+        except Exception as e:  # noqa: BLE001 - a failing variant is reported, not fatal
+            res["errors"][tag] = repr(e)[:300]
+    if best is not None:
+        res["best_gemv"] = {"cfg": best[2], "us": best[0] * 1e6, "tbps": nbytes / best[0] / 1e12}
+        cfg = best[1]
+        sweep = {}
+        for m in M_SWEEP:
+            xm = x[:m]
+            t = graph_time(
+                [
+                    (
+                        lambda qw=qw, s=s, xm=xm, cfg=cfg: int4_gemv(
+                            xm, qw, s, None, None, GROUP, ws, cfg
+                        )
+                    )
+                    for qw, s in weights * 2
+                ]
+            )
+            g16 = GemmConfig(16, 64, 128, 8, 4, 4)
+            t2 = graph_time(
+                [
+                    (
+                        lambda qw=qw, s=s, xm=xm, g16=g16: int4_gemm(
+                            xm, qw, s, None, None, GROUP, g16
+                        )
+                    )
+                    for qw, s in weights * 2
+                ]
+            )
+            sweep[m] = {"gemv_us": t * 1e6, "gemm16_us": t2 * 1e6}
+        res["m_sweep"] = sweep
+
+    try:
+        tw, tsz = to_tinygemm(*weights[0])
+        xb = x[:1].to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm(xb, tw, GROUP, tsz)
+        res["tinygemm_err"] = rel_err(out.float(), x[:1].float() @ w_ref)
+        tiny = [to_tinygemm(*w) for w in weights[: max(2, copies // 2)]]
+        t = graph_time(
+            [
+                (lambda a=a, b=b: torch.ops.aten._weight_int4pack_mm(xb, a, GROUP, b))
+                for a, b in tiny * 4
+            ]
+        )
+        res["tinygemm"] = {"us": t * 1e6, "tbps": nbytes / t / 1e12}
+        del tiny
+    except Exception as e:  # noqa: BLE001
+        res["errors"]["tinygemm"] = repr(e)[:300]
+
+    xp = torch.randn(2048, k, device="cuda").half()
+    ref = xp[:256].float() @ w_ref
+    res["gemm"] = []
+    for cfg in GEMM_CONFIGS:
+        tag = f"m{cfg.block_m}_n{cfg.block_n}_k{cfg.block_k}_w{cfg.num_warps}_s{cfg.num_stages}"
+        try:
+            err = rel_err(int4_gemm(xp, *weights[0], None, None, GROUP, cfg)[:256], ref)
+            t = graph_time(
+                [lambda w0=weights[0], cfg=cfg: int4_gemm(xp, *w0, None, None, GROUP, cfg)] * 4, 5
+            )
+            res["gemm"].append(
+                {"cfg": tag, "ms": t * 1e3, "tflops": 2 * 2048 * k * n / t / 1e12, "err": err}
+            )
+        except Exception as e:  # noqa: BLE001
+            res["errors"][tag] = repr(e)[:300]
+    try:
+        wd = torch.empty(k, n, dtype=torch.float16, device="cuda")
+        err = rel_err(dequantize(*weights[0], None, GROUP, out=wd).float(), w_ref)
+        t_dq = graph_time([lambda w0=weights[0]: dequantize(*w0, None, GROUP, out=wd)] * 4, 5)
+        t_mm = graph_time([lambda: xp @ wd] * 4, 5)
+        res["dequant_cublas"] = {
+            "dequant_ms": t_dq * 1e3,
+            "matmul_ms": t_mm * 1e3,
+            "err": err,
+            "tflops": 2 * 2048 * k * n / (t_dq + t_mm) / 1e12,
+        }
+    except Exception as e:  # noqa: BLE001
+        res["errors"]["dequant"] = repr(e)[:300]
+    return res
+
+
+def run_kernels() -> dict:
+    """All kernel measurements; returns a JSON-able dict."""
+    bw = copy_bandwidth()
+    ws = SplitKWorkspace(16, 32768, "cuda")
+    shapes = {k: v for k, v in QWEN14B_LINEARS.items() if k != "mlp.w2"}
+    out = {"copy_tbps": bw / 1e12, "shapes": {}}
+    for name, (k, n) in shapes.items():
+        log.info("shape %s", name)
+        out["shapes"][name] = bench_shape(name, k, n, ws)
+        torch.cuda.empty_cache()
+    return out
+
+
+def kernel_table(res: dict) -> str:
+    lines = [f"copy bandwidth {res['copy_tbps']:.2f} TB/s", ""]
+    lines.append(
+        "| layer (K x N) | ours M=1 best | TB/s | tinygemm | TB/s | ratio | GEMM 2048 best | dequant+cuBLAS |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, r in res["shapes"].items():
+        b = r.get("best_gemv", {})
+        tg = r.get("tinygemm", {})
+        gm = min(r.get("gemm", []), key=lambda g: g["ms"], default={})
+        dq = r.get("dequant_cublas", {})
+        ratio = tg.get("us", float("nan")) / b.get("us", float("nan"))
+        lines.append(
+            f"| {name} ({r['K']}x{r['N']}) | {b.get('us', float('nan')):.1f} us ({b.get('cfg')}) "
+            f"| {b.get('tbps', float('nan')):.2f} | {tg.get('us', float('nan')):.1f} us "
+            f"| {tg.get('tbps', float('nan')):.2f} | {ratio:.2f}x "
+            f"| {gm.get('ms', float('nan')):.3f} ms {gm.get('tflops', float('nan')):.0f} TF/s "
+            f"| {dq.get('dequant_ms', float('nan')):.3f}+{dq.get('matmul_ms', float('nan')):.3f} ms |"
+        )
+    return "\n".join(lines)

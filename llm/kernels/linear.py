@@ -1,0 +1,145 @@
+"""``Int4Linear``: the CUDA replacement of ``llm.quant.GPTQLinear``, and ``accelerate(model)``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from llm.kernels.layout import check_group_index, repack_qweight, zeros_from_qzeros
+
+log = logging.getLogger(__name__)
+
+GEMV_MAX_M = 4  # decode kernel up to this many rows, tensor-core kernel above
+DENSE_MIN_M = 1024  # dequantise + cuBLAS from this many rows on
+
+
+class Int4Linear(nn.Module):
+    """GPTQ int4 linear on the repacked layout: Triton GEMV for decode, GEMM for prefill."""
+
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        group_size: int,
+        workspace: object | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = qweight.shape[0] * 8
+        self.out_features = qweight.shape[1]
+        self.group_size = group_size
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scales", scales)
+        self.register_buffer("zeros", zeros)
+        self.register_buffer("bias", bias)
+        self.workspace = workspace
+        self.gemv_config: object | None = None  # GemvConfig, made on first CUDA call
+
+    @classmethod
+    def from_gptq(cls, layer: nn.Module, workspace: object | None = None) -> Int4Linear:
+        """Repack a ``GPTQLinear``'s buffers (the checkpoint layout) for the kernels."""
+        k, n = layer.in_features, layer.out_features
+        group = k if layer.group_size == -1 else layer.group_size
+        if not check_group_index(layer.g_idx, k, group):
+            raise ValueError(f"Int4Linear: act-order g_idx is not supported ({k}x{n})")
+        zeros = zeros_from_qzeros(layer.qzeros, n)
+        zeros = None if bool((zeros == 8).all()) else zeros.contiguous()
+        bias = layer.bias
+        if bias is not None:
+            bias = None if not bool(bias.any()) else bias.to(layer.scales.dtype).contiguous()
+        return cls(
+            repack_qweight(layer.qweight), layer.scales.contiguous(), zeros, bias, group, workspace
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda":
+            from llm.kernels.reference import int4_linear_reference
+
+            y = int4_linear_reference(
+                x.reshape(-1, self.in_features),
+                self.qweight,
+                self.scales,
+                self.zeros,
+                self.bias,
+                self.group_size,
+            )
+            return y.reshape(*x.shape[:-1], self.out_features)
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if x2.dtype != self.scales.dtype or not x2.is_contiguous():
+            x2 = x2.to(self.scales.dtype).contiguous()
+        m = x2.shape[0]
+        if m <= GEMV_MAX_M:
+            from llm.kernels.gemv import GemvConfig, int4_gemv
+
+            if self.gemv_config is None:
+                self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
+            y = int4_gemv(
+                x2,
+                self.qweight,
+                self.scales,
+                self.zeros,
+                self.bias,
+                self.group_size,
+                self.workspace,
+                self.gemv_config,
+            )
+        elif m < DENSE_MIN_M:
+            from llm.kernels.gemm import GemmConfig, int4_gemm
+
+            cfg = GemmConfig(16, 64, 128, 8, 4, 4) if m <= 16 else GemmConfig()
+            y = int4_gemm(
+                x2, self.qweight, self.scales, self.zeros, self.bias, self.group_size, cfg
+            )
+        else:
+            from llm.kernels.gemm import dequantize
+
+            w = dequantize(self.qweight, self.scales, self.zeros, self.group_size)
+            y = x2 @ w
+            if self.bias is not None:
+                y += self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}"
+
+
+def gemv_choice(k: int, n: int) -> dict:
+    """Decode-kernel launch shape: enough programs in flight to cover the GPU's SMs."""
+    tiles = -(-k // 128)
+    block_n = 128
+    blocks = -(-n // block_n)
+    split = max(1, min(8, -(-264 // blocks), tiles))
+    return {"block_n": block_n, "split_k": split, "num_warps": 4}
+
+
+def accelerate(model: nn.Module) -> nn.Module:
+    """Swap every ``GPTQLinear`` of ``model`` (on CUDA) for ``Int4Linear``, in place."""
+    from llm.quant import GPTQLinear
+
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, GPTQLinear)]
+    if not targets:
+        return model
+    device = targets[0][1].qweight.device
+    workspace = None
+    if device.type == "cuda":
+        from llm.kernels.gemv import SplitKWorkspace
+
+        max_n = max(m.out_features for _, m in targets)
+        workspace = SplitKWorkspace(GEMV_MAX_M, max_n, device)
+    for name, layer in targets:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        try:
+            fast = Int4Linear.from_gptq(layer, workspace)
+        except ValueError as e:
+            log.warning("keeping the PyTorch path for %s: %s", name, e)
+            continue
+        setattr(parent, leaf, fast)
+        del layer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    log.info("accelerate: %d int4 layers on the Triton path", len(targets))
+    return model

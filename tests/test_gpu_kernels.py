@@ -1,0 +1,142 @@
+"""Int4 kernels against their PyTorch twins (GPU), and the repacked layout (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from llm.kernels.layout import repack_qweight, unpack_repacked, unpack_rows, zeros_from_qzeros
+from llm.kernels.linear import Int4Linear
+from llm.kernels.reference import dequantize_gptq, dequantize_repacked
+from llm.quant import GPTQLinear, dequantize
+
+HAS_GPU = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and Triton")
+
+
+def make_gptq(
+    k: int, n: int, group: int, *, sym: bool, bias: bool, device: str = "cpu", seed: int = 0
+):
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    layer = GPTQLinear(k, n, group, bias=bias)
+    groups = layer.scales.shape[0]
+    layer.qweight.copy_(
+        torch.randint(-(2**31), 2**31 - 1, layer.qweight.shape, generator=gen, dtype=torch.int32)
+    )
+    if sym:
+        layer.qzeros.fill_(0x77777777)
+    else:
+        layer.qzeros.copy_(
+            torch.randint(-(2**31), 2**31 - 1, layer.qzeros.shape, generator=gen, dtype=torch.int32)
+        )
+    layer.scales.copy_((torch.rand(groups, n, generator=gen) * 0.02 + 0.002).half())
+    g = k if group == -1 else group
+    layer.g_idx.copy_((torch.arange(k) // g).int())
+    if bias:
+        layer.bias.copy_(torch.randn(n, generator=gen).half())
+    return layer.to(device)
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_repack_keeps_every_value(sym: bool) -> None:
+    layer = make_gptq(256, 48, 64, sym=sym, bias=False)
+    q = unpack_rows(layer.qweight)
+    assert torch.equal(unpack_repacked(repack_qweight(layer.qweight)), q)
+    assert not torch.equal(repack_qweight(layer.qweight), layer.qweight)
+
+
+def test_reference_twins_match_the_checkpoint_math() -> None:
+    layer = make_gptq(384, 64, 128, sym=False, bias=False)
+    w = dequantize(layer.qweight, layer.qzeros, layer.scales, layer.g_idx)
+    assert torch.allclose(dequantize_gptq(layer.qweight, layer.qzeros, layer.scales, 128), w)
+    zeros = zeros_from_qzeros(layer.qzeros, 64)
+    got = dequantize_repacked(repack_qweight(layer.qweight), layer.scales, zeros, 128)
+    assert torch.allclose(got, w)
+
+
+def test_int4_linear_cpu_path_equals_gptq_linear() -> None:
+    layer = make_gptq(256, 64, 128, sym=True, bias=True)
+    fast = Int4Linear.from_gptq(layer)
+    assert fast.zeros is None  # symmetric: zero points dropped
+    x = torch.randn(3, 5, 256)
+    assert torch.allclose(fast(x), layer(x), rtol=1e-4, atol=1e-4)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+SHAPES = [  # (K, N, group, sym, bias)
+    (5120, 384, 128, True, True),
+    (1024, 520, 128, False, False),
+    (640, 256, 64, False, True),
+    (512, 200, 32, True, False),
+    (768, 136, -1, True, True),
+    (13696, 256, 128, True, False),
+]
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 16])
+def test_gemv_matches_reference(shape, m: int) -> None:
+    from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv
+
+    k, n, group, sym, bias = shape
+    layer = make_gptq(k, n, group, sym=sym, bias=bias, device="cuda", seed=k + n + m)
+    fast = Int4Linear.from_gptq(layer)
+    ref_w = dequantize(layer.qweight, layer.qzeros, layer.scales, layer.g_idx)
+    ws = SplitKWorkspace(16, 1024, "cuda")
+    x = torch.randn(m, k, device="cuda").half()
+    ref = x.float() @ ref_w + (layer.bias.float() if bias else 0)
+    for cfg in (
+        GemvConfig(64, 1),
+        GemvConfig(128, 3),
+        GemvConfig(256, 8, 8),
+        GemvConfig(128, 2, use_asm=False),
+    ):
+        y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+        int4_gemv(
+            x, fast.qweight, fast.scales, fast.zeros, fast.bias, fast.group_size, ws, cfg, out=y
+        )
+        assert rel(y, ref) < 1e-2, cfg
+        assert not ws.acc.any() and not ws.counters.any()  # left clean for the next call
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("m", [5, 16, 100, 300])
+def test_gemm_matches_reference(shape, m: int) -> None:
+    from llm.kernels.gemm import GemmConfig, int4_gemm
+    from llm.kernels.gemm import dequantize as dq
+
+    k, n, group, sym, bias = shape
+    layer = make_gptq(k, n, group, sym=sym, bias=bias, device="cuda", seed=k * m)
+    fast = Int4Linear.from_gptq(layer)
+    ref_w = dequantize(layer.qweight, layer.qzeros, layer.scales, layer.g_idx)
+    x = torch.randn(m, k, device="cuda").half()
+    ref = x.float() @ ref_w + (layer.bias.float() if bias else 0)
+    for cfg in (GemmConfig(), GemmConfig(16, 64, 128, 8, 4, 4), GemmConfig(64, 128, 32, 8, 4, 2)):
+        y = int4_gemm(x, fast.qweight, fast.scales, fast.zeros, fast.bias, fast.group_size, cfg)
+        assert rel(y, ref) < 1e-2, cfg
+    w = dq(fast.qweight, fast.scales, fast.zeros, fast.group_size)
+    assert rel(w, ref_w) < 1e-3
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 4, 7, 64, 1500])
+def test_int4_linear_cuda_equals_gptq_linear(m: int) -> None:
+    layer = make_gptq(1024, 768, 128, sym=True, bias=True, device="cuda", seed=m)
+    from llm.kernels import accelerate
+
+    holder = torch.nn.Sequential(layer)
+    x = torch.randn(m, 1024, device="cuda").half()
+    ref = layer(x)
+    accelerate(holder)
+    assert isinstance(holder[0], Int4Linear)
+    assert rel(holder[0](x), ref) < 1e-2
