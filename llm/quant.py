@@ -56,7 +56,9 @@ def dequantize(
     q = unpack_rows(qweight)  # (K, N)
     zeros = unpack_cols(qzeros) + 1  # (G, N), stored as zero - 1
     g = g_idx.long()
-    w = (q - zeros[g]).to(dtype) * scales[g].to(dtype)  # (K, N)
+    zeros_k = zeros.index_select(0, g)  # (K, N)
+    scales_k = scales.index_select(0, g).to(dtype)  # (K, N)
+    w = (q - zeros_k).to(dtype) * scales_k
     return w
 
 
