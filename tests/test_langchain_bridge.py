@@ -179,3 +179,19 @@ def test_round_trip_through_langchain_and_back() -> None:
     out = back.invoke('{"message": "hi", "times": 3}')
     assert json.loads(ours.inputs[-1]) == {"message": "hi", "times": 3}
     assert out.text == "echo:" + ours.inputs[-1] and not out.is_error
+
+
+def test_our_agent_runs_a_langchain_tool() -> None:
+    from agent import Agent
+    from llm.scripted import ScriptedLLM
+
+    llm = ScriptedLLM(
+        [
+            'Thought: I should add.\nAction: add\nAction Input: {"a": 2, "b": 40}\nObservation:',
+            " I now know the final answer.\nFinal Answer: 42",
+        ]
+    )
+    result = Agent(llm=llm, tools=[from_langchain(add)]).run("What is 2 + 40?")
+    assert result.answer == "42"
+    assert "add: Call this tool to interact with the add API" in llm.prompts[0]
+    assert llm.prompts[1].endswith('Action Input: {"a": 2, "b": 40}\nObservation: 42\nThought:')
