@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import time
 from enum import Enum
 from typing import Annotated, Literal
 
 import pytest
+import requests
+import requests.adapters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from tools import ArgumentError, Tool, ToolDefinitionError, ToolOutput, parse_action_input, tool
 from tools.docstring import parse_docstring
+from tools.http import HttpGet
 
 
 class Unit(str, Enum):
@@ -327,3 +331,124 @@ def test_parse_action_input_never_raises_other_errors(text):
     one = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
     if text.strip():
         assert isinstance(parse_action_input(text, one)["q"], str)
+
+
+# ---------------------------------------------------------------- http_get (no network)
+
+
+class FakeWeb(requests.adapters.BaseAdapter):
+    """Serves canned responses for URLs; records what was requested."""
+
+    def __init__(self, pages: dict[str, tuple[int, dict[str, str], bytes]], delay: float = 0.0):
+        super().__init__()
+        self.pages = pages
+        self.delay = delay
+        self.requested: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.requested.append(request.url)
+        if self.delay:
+            time.sleep(self.delay)
+            if kwargs.get("timeout") and kwargs["timeout"] < self.delay:
+                raise requests.Timeout("read timed out")
+        status, headers, body = self.pages.get(request.url, (404, {}, b"missing"))
+        response = requests.Response()
+        response.status_code = status
+        response.reason = "OK" if status < 400 else "Not Found"
+        response.headers = requests.structures.CaseInsensitiveDict(headers)
+        response.raw = io.BytesIO(body)
+        response.url = request.url
+        response.request = request
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        return response
+
+    def close(self):
+        pass
+
+
+def _http(pages, allow=("example.com",), delay=0.0, **options):
+    web = FakeWeb(pages, delay)
+    session = requests.Session()
+    session.mount("http://", web)
+    session.mount("https://", web)
+    return HttpGet(allow=allow, session=session, **options), web
+
+
+HTML = (
+    b"<html><head><title>Cats</title><style>p {color: red}</style>"
+    b"<script>alert('x')</script></head><body><h1>About cats</h1>"
+    b"<p>Cats are   <b>small</b> &amp; furry.</p><ul><li>purr</li><li>nap</li></ul></body></html>"
+)
+
+
+def test_http_get_extracts_text_from_html():
+    http_get, web = _http(
+        {"https://example.com/cats": (200, {"content-type": "text/html; charset=utf-8"}, HTML)}
+    )
+    out = http_get.invoke('{"url": "https://example.com/cats"}')
+    assert not out.is_error
+    assert out.text == "Cats\nAbout cats\nCats are small & furry.\npurr\nnap"
+    assert http_get.name == "http_get" and "example.com" in http_get.description
+    assert http_get.invoke("https://example.com/cats").text == out.text  # bare URL works too
+
+
+def test_http_get_allow_list_and_redirects():
+    pages = {
+        "https://docs.example.com/a": (302, {"location": "https://evil.test/steal"}, b""),
+        "https://example.com/b": (301, {"location": "/c"}, b""),
+        "https://example.com/c": (200, {"content-type": "text/plain"}, "好".encode()),
+    }
+    http_get, web = _http(pages)
+    refused = http_get.invoke("https://evil.test/")
+    assert refused.is_error and "not on the allow-list" in refused.text and web.requested == []
+    assert http_get.invoke("file:///etc/passwd").is_error
+    assert http_get.invoke("https://notexample.com/").is_error  # a suffix is not a subdomain
+    redirected = http_get.invoke("https://docs.example.com/a")
+    assert (
+        redirected.is_error
+        and "https://evil.test/steal is not on the allow-list" in redirected.text
+    )
+    assert web.requested == ["https://docs.example.com/a"]
+    assert http_get.invoke("https://example.com/b").text == "好"
+    prefix, _ = _http(pages, allow=("https://example.com/c",))
+    assert prefix.allowed("https://example.com/c") and not prefix.allowed("https://example.com/b")
+    wildcard, _ = _http(pages, allow=("*.example.com",))
+    assert wildcard.allowed("https://docs.example.com/") and not wildcard.allowed(
+        "https://example.com/"
+    )
+
+
+def test_http_get_caps_size_and_length():
+    big = b"x" * 50_000
+    pages = {"https://example.com/big": (200, {"content-type": "text/plain"}, big)}
+    by_bytes, _ = _http(pages, max_bytes=1000, max_chars=10_000)
+    text = by_bytes.invoke("https://example.com/big").text
+    assert text.startswith("x" * 1000) and text.endswith("[... cut at 1000 bytes]")
+    by_chars, _ = _http(pages, max_chars=100)
+    assert (
+        by_chars.invoke("https://example.com/big").text
+        == "x" * 100 + "\n[... cut at 100 characters]"
+    )
+
+
+def test_http_get_errors_are_observations(monkeypatch):
+    pages = {
+        "https://example.com/img": (200, {"content-type": "image/png"}, b"\x89PNG"),
+        "https://example.com/slow": (200, {"content-type": "text/plain"}, b"late"),
+    }
+    http_get, _ = _http(pages)
+    binary = http_get.invoke("https://example.com/img")
+    assert binary.is_error and "image/png, not text" in binary.text
+    missing = http_get.invoke("https://example.com/none")
+    assert missing.is_error and "HTTP 404" in missing.text
+    slow, _ = _http(pages, delay=0.2, timeout=0.05)
+    out = slow.invoke("https://example.com/slow")
+    assert out.is_error and "did not answer within 0.05 s" in out.text
+    monkeypatch.setenv("QWEN_REACT_HTTP_ALLOW", " a.org , b.org ")
+    assert HttpGet().allow == ("a.org", "b.org")
+    monkeypatch.delenv("QWEN_REACT_HTTP_ALLOW")
+    nothing = HttpGet()
+    assert (
+        nothing.invoke("https://example.com/").is_error
+        and "QWEN_REACT_HTTP_ALLOW" in nothing.description
+    )
