@@ -158,3 +158,12 @@ def test_plugin_import_failure_is_reported(plugin_path):
     )
     with pytest.raises(PluginError, match="'gone'.*import failed"):
         ToolRegistry.from_entry_points()
+
+
+def test_the_http_get_plugin_is_installed_through_the_entry_point(monkeypatch):
+    monkeypatch.setenv("QWEN_REACT_HTTP_ALLOW", "example.com")
+    reg = ToolRegistry.from_entry_points()
+    http_get = reg.get("http_get")
+    assert http_get is not None and type(http_get).__name__ == "HttpGet"
+    assert "Allowed sites: example.com." in http_get.description
+    assert reg.call("http_get", "https://elsewhere.test/").is_error
