@@ -18,10 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from llm.config import QuantizeConfig, QwenConfig
 from llm.demo.model_setup import GROUP_SIZE
+from llm.demo.train import load_trained
 from llm.gptq_pack import quantize_state_dict
 from llm.testing import GENERATION_CONFIG, TOKENIZER_CONFIG, config_json, save_sharded, write_json
 from llm.vocab import VOCAB_FILENAME, official_vocab_path
@@ -35,7 +34,7 @@ def quantize_checkpoint(
     trained: Path | dict[str, Any], out_dir: Path, group_size: int = GROUP_SIZE
 ) -> Path:
     """Write the Int4 checkpoint of ``trained`` (a ``train.fit`` file or its loaded dict)."""
-    saved = torch.load(trained, weights_only=True) if isinstance(trained, Path) else trained
+    saved = load_trained(trained) if isinstance(trained, Path) else trained
     quant = QuantizeConfig(group_size=group_size)
     cfg = QwenConfig(**{**saved["config"], "quantization": quant})
     state = dict(saved["state_dict"])

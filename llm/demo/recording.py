@@ -51,9 +51,31 @@ def interpreter_face() -> ToolLike:
     return ReplayTool.like(real, "")
 
 
+_OTHER_DESCRIPTIONS = (
+    "Runs Python code and returns what it prints.",
+    "A Python interpreter. Use it for calculations, lists of numbers and dates.",
+    "Executes Python 3 code in a Jupyter kernel and shows the output, errors and plots.",
+    "Useful for math and data questions: write Python code, print the result.",
+    "Python sandbox.",
+)
+
+
+def tool_faces() -> list[ToolLike]:
+    """The real code interpreter's face first, then the same tool described differently."""
+    real = interpreter_face()
+    others = [
+        ReplayTool(real.name, real.name_for_human, text, real.parameters, real.args_format)
+        for text in _OTHER_DESCRIPTIONS
+    ]
+    return [real, *others]
+
+
 def observation_text(episode: Episode) -> str:
-    """What the code interpreter shows for the episode's code: its printed output."""
-    return episode.observation
+    """What the code interpreter shows when the episode's code prints its value."""
+    from sandbox import ExecutionResult
+    from tools.code_interpreter import format_observation
+
+    return format_observation(ExecutionResult(ok=True, stdout=episode.observation + "\n"))
 
 
 @cache
@@ -63,15 +85,18 @@ def _tokenizer() -> Any:
     return QwenTokenizer.default()
 
 
-def record_prompts(episode: Episode) -> list[str]:
-    """The prompts of the agent's model calls when the model answers ``episode`` correctly."""
+def record_prompts(episode: Episode, face: ToolLike | None = None) -> list[str]:
+    """The prompts of the agent's model calls when the model answers ``episode`` correctly.
+
+    ``face``: the tool the agent lists (default: the real code interpreter's face).
+    """
     from agent import Agent
     from llm.scripted import ScriptedLLM
 
     llm = ScriptedLLM(
         [episode.action_text() + "Observation:", episode.final_text()], tokenizer=_tokenizer()
     )
-    tool = ReplayTool.like(interpreter_face(), observation_text(episode))
+    tool = ReplayTool.like(face or interpreter_face(), observation_text(episode))
     result = Agent(llm=llm, tools=[tool], max_steps=3).run(episode.question)
     if result.answer != episode.answer:
         raise RuntimeError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from llm.demo.model_setup import DEMO_CONFIG, build_train_model, fake_quant_line
 log = logging.getLogger(__name__)
 
 HELDOUT_GUARD = 2000  # training never sees the first this-many held-out questions
+REAL_FACE_SHARE = 0.6  # share of episodes listing the real code interpreter description
 
 
 # --- prepare (CPU, tokenizer) ---------------------------------------------------------------
@@ -49,11 +51,14 @@ class Rendered:
     spans: list[tuple[int, int]]
 
 
-def render_episode(episode: Episode, tok: Any) -> Rendered:
-    """The sequence the engine sees on the agent's second call, plus the model's final turn."""
+def render_episode(episode: Episode, tok: Any, face: Any = None) -> Rendered:
+    """The sequence the engine sees on the agent's second call, plus the model's final turn.
+
+    ``face`` is the tool description the agent lists (default: the real code interpreter's).
+    """
     from llm.demo.recording import record_prompts
 
-    prompts = record_prompts(episode)
+    prompts = record_prompts(episode, face)
     if len(prompts) != 2:
         raise RuntimeError(f"expected 2 model calls for {episode.question!r}, got {len(prompts)}")
     first = tok.encode(prompts[0])
@@ -71,24 +76,42 @@ def render_episode(episode: Episode, tok: Any) -> Rendered:
 
 
 def prepare(out: Path, episodes: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
-    """Render and tokenize ``episodes`` training episodes into one tensor file at ``out``."""
+    """Render and tokenize ``episodes`` training episodes into one tensor file at ``out``.
+
+    Most episodes list the real code interpreter; the rest list it with other descriptions,
+    so the model keys on the question rather than on the exact instruction text.
+    """
+    from llm.demo.recording import tool_faces
     from llm.tokenizer import QwenTokenizer
 
     tok = QwenTokenizer.default()
+    faces = tool_faces()
+    rng = random.Random(seed)
     exclude = {e.question for e in heldout_episodes(HELDOUT_GUARD)}
-    rendered = [render_episode(e, tok) for e in generate_episodes(episodes, seed, exclude=exclude)]
-    prefix = _common_prefix([r.ids for r in rendered])
-    vocab = sorted({i for r in rendered for i in r.ids[len(prefix) :]})
+    chosen, rendered = [], []
+    for episode in generate_episodes(episodes, seed, exclude=exclude):
+        k = 0 if rng.random() < REAL_FACE_SHARE else rng.randrange(1, len(faces))
+        chosen.append(k)
+        rendered.append(render_episode(episode, tok, faces[k]))
+    prefixes = [
+        _common_prefix([r.ids for r, c in zip(rendered, chosen) if c == k])
+        for k in range(len(faces))
+    ]
+    cut = [len(prefixes[c]) for c in chosen]
+    vocab = sorted({i for r, n in zip(rendered, cut) for i in r.ids[n:]})
     local = {g: i for i, g in enumerate(vocab)}
     if len(vocab) >= 2**15:
         raise RuntimeError(f"{len(vocab)} distinct tokens do not fit the int16 local vocabulary")
-    suffixes = [[local[i] for i in r.ids[len(prefix) :]] for r in rendered]
+    suffixes = [[local[i] for i in r.ids[n:]] for r, n in zip(rendered, cut)]
     offsets = [0]
-    for s in suffixes:
-        offsets.append(offsets[-1] + len(s))
-    spans = [[a - len(prefix), b - len(prefix)] for r in rendered for a, b in r.spans]
+    for suffix in suffixes:
+        offsets.append(offsets[-1] + len(suffix))
+    spans = [[a - n, b - n] for r, n in zip(rendered, cut) for a, b in r.spans]
+    width = max(len(p) for p in prefixes)
     data = {
-        "prefix": torch.tensor(prefix, dtype=torch.int64),
+        "prefixes": torch.tensor([p + [tok.eod_id] * (width - len(p)) for p in prefixes]),
+        "prefix_lens": torch.tensor([len(p) for p in prefixes]),
+        "prefix_of": torch.tensor(chosen, dtype=torch.int16),
         "vocab": torch.tensor(vocab, dtype=torch.int64),
         "tokens": torch.tensor([i for s in suffixes for i in s], dtype=torch.int16),
         "offsets": torch.tensor(offsets, dtype=torch.int64),
@@ -98,9 +121,10 @@ def prepare(out: Path, episodes: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, out)
     log.info(
-        "%d sequences, prefix %d tokens, %d distinct suffix tokens -> %s",
+        "%d sequences, %d prompt prefixes (%s tokens), %d distinct suffix tokens -> %s",
         len(rendered),
-        len(prefix),
+        len(prefixes),
+        "/".join(str(len(p)) for p in prefixes),
         len(vocab),
         out,
     )
@@ -108,6 +132,8 @@ def prepare(out: Path, episodes: int, seed: int = TRAIN_SEED) -> dict[str, Any]:
 
 
 def _common_prefix(seqs: list[list[int]]) -> list[int]:
+    if not seqs:
+        return []
     first = seqs[0]
     n = min(len(s) for s in seqs)
     for s in seqs[1:]:
@@ -136,24 +162,30 @@ class FitOptions:
 
 
 class Batches:
-    """Random training batches built on ``device``: prefix + padded suffix, loss mask."""
+    """Random training batches built on ``device``: prompt prefix + suffix, loss mask."""
 
     def __init__(self, data: dict[str, Any], device: torch.device) -> None:
-        vocab = data["vocab"]
+        tokens = data["vocab"][data["tokens"].long()]  # global ids, all suffixes joined
         offsets = data["offsets"]
-        tokens = vocab[data["tokens"].long()]
         lengths = offsets[1:] - offsets[:-1]
         n, width = len(lengths), int(lengths.max())
-        suffix = torch.full((n, width), int(data["pad_id"]), dtype=torch.int64)
+        rows = torch.repeat_interleave(torch.arange(n), lengths)
+        cols = torch.arange(len(tokens)) - offsets[:-1][rows]
+        pad = int(data["pad_id"])
+        suffix = torch.full((n, width), pad, dtype=torch.int64)
+        suffix[rows, cols] = tokens
+        spans = data["spans"].long()  # (N, 2, 2): start/end of the two written spans
+        pos = torch.arange(width)
         mask = torch.zeros((n, width), dtype=torch.bool)
-        spans = data["spans"]
-        for k in range(n):
-            suffix[k, : lengths[k]] = tokens[offsets[k] : offsets[k + 1]]
-            for a, b in spans[k].tolist():
-                mask[k, a:b] = True
-        self.prefix = data["prefix"].to(device)
+        for s in range(spans.shape[1]):
+            mask |= (pos >= spans[:, s, :1]) & (pos < spans[:, s, 1:])
+        self.prefixes = data["prefixes"].to(device)  # (K, P) padded
+        self.prefix_lens = data["prefix_lens"].to(device)
+        self.prefix_of = data["prefix_of"].long().to(device)
         self.suffix = suffix.to(device)
+        self.lengths = lengths.to(device)
         self.mask = mask.to(device)
+        self.pad = pad
         self.device = device
 
     def __len__(self) -> int:
@@ -161,13 +193,22 @@ class Batches:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """``(ids, target_mask)``: ids (B, T); target_mask (B, T) marks tokens to predict."""
-        rows = torch.randint(len(self), (batch_size,), generator=generator, device="cpu")
-        rows = rows.to(self.device)
-        suffix = self.suffix[rows]  # (B, S)
-        ids = torch.cat([self.prefix.expand(batch_size, -1), suffix], dim=1)  # (B, P + S)
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        mask[:, self.prefix.numel() :] = self.mask[rows]
-        return ids, mask
+        rows = torch.randint(len(self), (batch_size,), generator=generator).to(self.device)
+        k = self.prefix_of[rows]
+        p_width, s_width = self.prefixes.shape[1], self.suffix.shape[1]
+        joined = torch.cat([self.prefixes[k], self.suffix[rows]], dim=1)  # (B, P + S), gapped
+        written = torch.cat(
+            [torch.zeros_like(self.prefixes[k], dtype=torch.bool), self.mask[rows]], dim=1
+        )
+        # close the gap after each prefix: position j reads j before p, else P + (j - p)
+        j = torch.arange(p_width + s_width, device=self.device).expand(batch_size, -1)
+        p = self.prefix_lens[k].unsqueeze(1)  # (B, 1)
+        source = torch.where(j < p, j, (p_width + j - p).clamp(max=p_width + s_width - 1))
+        ids = joined.gather(1, source)
+        mask = written.gather(1, source) & (j - p < s_width)
+        ids = torch.where((j - p) < s_width, ids, self.pad)
+        used = int((p.squeeze(1) + self.lengths[rows]).max())  # drop all-padding columns
+        return ids[:, :used], mask[:, :used]
 
 
 def loss_on_written(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -220,12 +261,8 @@ def fit(data_path: Path, out_dir: Path, opts: FitOptions, device: str | None = N
         if step % opts.log_every == 0:
             log.info("step %d  loss %.4f  %.0fs", step, loss.item(), time.monotonic() - start)
         step += 1
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "demo_fp32.pt"
-    state = {k: v.detach().float().cpu() for k, v in _plain_state_dict(model).items()}
-    torch.save(
-        {"state_dict": state, "config": DEMO_CONFIG, "fit": asdict(opts), "steps": step}, path
-    )
+    meta = {"config": DEMO_CONFIG, "fit": asdict(opts), "steps": step}
+    path = save_trained(out_dir, _plain_state_dict(model), meta)
     log.info("trained %d steps in %.0fs -> %s", step, time.monotonic() - start, path)
     return path
 
@@ -235,7 +272,42 @@ def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in model.state_dict().items():
         out[key.replace("parametrizations.", "").replace(".original", "")] = value
+    if model.config.tie_word_embeddings:
+        out.pop("lm_head.weight", None)
     return out
+
+
+TRAINED_FILE = "demo_fp32.pt"
+EMBEDDING = "transformer.wte.weight"
+_CHUNK_ROWS = 50_688  # 152064 / 3: each embedding part stays under 16 MB in fp16
+
+
+def save_trained(out_dir: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write the trained weights: blocks in fp32, the embedding in fp16 row chunks.
+
+    The embedding is stored in fp16 in the checkpoint anyway; chunking keeps every file small.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    embedding = state.pop(EMBEDDING).half()
+    parts = embedding.split(_CHUNK_ROWS)
+    for i, part in enumerate(parts):
+        torch.save(part.clone(), out_dir / f"demo_wte.{i}.pt")
+    blocks = {k: v.float() for k, v in state.items()}
+    path = out_dir / TRAINED_FILE
+    torch.save({"state_dict": blocks, "embedding_parts": len(parts), **meta}, path)
+    return path
+
+
+def load_trained(path: Path) -> dict[str, Any]:
+    """Read what ``save_trained`` wrote (``path`` is its ``demo_fp32.pt``)."""
+    saved = torch.load(path, weights_only=True)
+    parts = [
+        torch.load(path.parent / f"demo_wte.{i}.pt", weights_only=True)
+        for i in range(saved["embedding_parts"])
+    ]
+    saved["state_dict"][EMBEDDING] = torch.cat(parts)
+    return saved
 
 
 def main(argv: list[str] | None = None) -> None:
