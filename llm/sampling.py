@@ -62,11 +62,13 @@ def candidates(
         probs = vals.softmax(dim=-1)
     else:
         full = scores.softmax(dim=-1)
+        if top_p >= 1.0:
+            return torch.arange(vocab, device=scores.device), full
         k = min(first, vocab)
         while True:
-            vals, ids = torch.topk(scores, k)  # descending
+            _, ids = torch.topk(scores, k)  # descending
             probs = full[ids]
-            if k == vocab or top_p >= 1.0 or float(probs.sum()) >= top_p:
+            if k == vocab or float(probs.sum()) >= top_p:
                 break
             k = min(vocab, k * 4)
     if top_p < 1.0:
