@@ -394,30 +394,45 @@ class KernelSandbox:
         process = getattr(getattr(self._km, "provisioner", None), "process", None)
         return None if process is None else process.poll()
 
-    def child_process_count(self) -> int:
-        """Processes the kernel has started (the bwrap wrappers and the kernel not counted)."""
+    def _kernel_children(self) -> tuple[list[psutil.Process], list[str]]:
+        """Processes below the kernel, and the kernel's own command line."""
         pid = self.kernel_pid
         if pid is None:
-            return 0
+            return [], []
         try:
-            descendants = psutil.Process(pid).children(recursive=True)
+            tree = psutil.Process(pid).children(recursive=True)
+            if self.isolation == "bwrap":  # outer bwrap -> inner bwrap (init) -> kernel
+                tree = [p for p in tree if p.ppid() != pid]
+            kernel = min(tree, key=lambda p: p.pid) if tree else None
+            if kernel is None:
+                return [], []
+            cmdline = kernel.cmdline()
         except psutil.Error:
-            return 0
-        wrappers = (
-            2 if self.isolation == "bwrap" else 0
-        )  # inner bwrap + kernel; else the kernel is pid
-        return max(len(descendants) - wrappers, 0)
+            return [], []
+        return [p for p in tree if p.pid != kernel.pid], cmdline
+
+    def child_process_count(self) -> int:
+        """Processes the kernel has started (the bwrap wrappers and the kernel not counted)."""
+        return len(self._kernel_children()[0])
 
     def _check_runaway(self, notice: str) -> tuple[bool, str]:
-        """After a failure, restart when leftover processes fill a good part of the limit."""
+        """After a failure, restart when forked copies of the kernel linger (a fork bomb's
+        leftovers share the kernel's sockets) or leftover processes fill the limit."""
+        children, cmdline = self._kernel_children()
+        copies = 0
+        for proc in children:
+            try:
+                copies += proc.cmdline() == cmdline
+            except psutil.ZombieProcess:
+                copies += 1  # an unreaped fork still holds a slot of the process limit
+            except psutil.Error:
+                continue
         limit = self.limits.max_processes
-        if limit is None:
-            return False, notice
-        count = self.child_process_count()
-        if count < max(8, limit // 4):
+        if copies < 4 and (limit is None or len(children) < max(8, limit // 4)):
             return False, notice
         self.restart()
+        notice = notice.replace("; variables were kept.", ".")
         return True, (
-            f"{notice} The code left {count} processes running (limit {limit}); the kernel was "
-            "restarted and all variables were lost."
+            f"{notice} The code left {len(children)} processes running (limit {limit}); the kernel "
+            "was restarted and all variables were lost."
         ).strip()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import psutil
 import pytest
 
 from sandbox import GiB, KernelSandbox, Limits
-from sandbox.testing import bwrap_skip_reason
+from sandbox.testing import bwrap_skip_reason, processes_of_uid, wait_until
 
 needs_bwrap = [
     pytest.mark.bwrap,
@@ -130,23 +131,26 @@ def test_fork_bomb_is_bounded_and_the_sandbox_recovers():
     with KernelSandbox(
         isolation="bwrap", limits=Limits(max_processes=limit), timeout=10
     ) as sandbox:
-        sandbox.execute("kept = 1")
         uid = int(sandbox.execute("import os; print(os.getuid())").stdout)
+        assert uid != 0  # a root host hands the kernel a dedicated uid, so the limit applies
+        peak = [0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], len(processes_of_uid(uid)))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         t0 = time.monotonic()
-        r = sandbox.execute("import os\nwhile True:\n    os.fork()", timeout=4)
+        try:
+            r = sandbox.execute("import os\nwhile True:\n    os.fork()", timeout=4)
+        finally:
+            stop.set()
+            sampler.join()
         assert time.monotonic() - t0 < 20
-        assert not r.ok and r.restarted
-        assert "processes" in r.notice
+        assert not r.ok
+        assert 1 < peak[0] <= limit
         assert sandbox.execute("print('alive')").stdout == "alive\n"
-        assert sandbox.child_process_count() < 5
-        if uid != 0:
-            assert (
-                len(
-                    [
-                        p
-                        for p in psutil.process_iter(["uids"])
-                        if p.info["uids"] and p.info["uids"].real == uid
-                    ]
-                )
-                <= limit
-            )
+        assert wait_until(lambda: sandbox.child_process_count() < 5)
