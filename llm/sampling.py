@@ -53,8 +53,8 @@ def candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ids ``top_k_filter`` then ``top_p_filter`` keep, with their renormalized probabilities.
 
-    Equal to filtering the whole vocabulary, but it looks only at the best ``first`` ids (more
-    when their probability mass is below ``top_p``) instead of sorting every logit.
+    Equal to filtering the whole vocabulary, but it looks only at the best ``first`` ids
+    (every id when their probability mass is below ``top_p``) instead of sorting every logit.
     """
     vocab = scores.shape[-1]
     if top_k > 0:
@@ -70,7 +70,7 @@ def candidates(
             probs = full[ids]
             if k == vocab or float(probs.sum()) >= top_p:
                 break
-            k = min(vocab, k * 4)
+            k = vocab  # a flat distribution: sort everything once
     if top_p < 1.0:
         # a token stays while the mass ranked strictly above it is below top_p
         keep = (probs.cumsum(dim=-1) - probs) < top_p
