@@ -90,7 +90,7 @@ def test_json_files_as_the_real_checkpoint_writes_them(tiny_model_dir: Path) -> 
     q = json.dumps(QuantizeConfig().to_json_dict(), indent=2)
     assert len(q) == 214
     full = json.dumps(config_json(QwenConfig.from_name("qwen-14b"), QuantizeConfig()), indent=2)
-    assert 1150 <= len(full) <= 1250
+    assert len(full) == 1198  # the reconstruction the reference notes derive for "1.2 kB"
     cfg = json.loads((tiny_model_dir / "config.json").read_text())
     assert cfg["architectures"] == ["QWenLMHeadModel"] and cfg["vocab_size"] == 152064
     assert cfg["quantization_config"]["quant_method"] == "gptq"
