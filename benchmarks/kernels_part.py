@@ -17,8 +17,8 @@ log = logging.getLogger("bench_gpu")
 GROUP = 128
 GEMV_CONFIGS = [
     GemvConfig(block_n=bn, split_k=s, num_warps=w, use_asm=True)
-    for bn, w in ((64, 4), (128, 4), (128, 8), (256, 8))
-    for s in (1, 2, 4, 8)
+    for bn, w in ((32, 4), (64, 2), (64, 4), (128, 4))
+    for s in (2, 4, 8, 16)
 ] + [GemvConfig(block_n=128, split_k=4, num_warps=4, use_asm=False)]
 GEMM_CONFIGS = [
     GemmConfig(128, 128, 64, 8, 8, 3),

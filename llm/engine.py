@@ -21,6 +21,7 @@ from llm.config import CheckpointConfig, GenerationConfig, QwenConfig
 from llm.generate import Generator
 from llm.loader import load_model
 from llm.model import QwenForCausalLM
+from llm.quant import GPTQLinear
 from llm.stopping import StopStrings
 from llm.tokenizer import QwenTokenizer
 from llm.types import Completion, SamplingParams, Usage
@@ -253,7 +254,12 @@ def load_engine(
     tokenizer = QwenTokenizer.from_pretrained(model_dir)
     if dev.type == "cuda":
         model = _accelerate(model)
-    return Engine(model, tokenizer, ckpt, device=dev, dtype=dtype, max_seq_len=max_seq_len)
+    engine = Engine(model, tokenizer, ckpt, device=dev, dtype=dtype, max_seq_len=max_seq_len)
+    if dev.type == "cuda" and not isinstance(model.transformer.h[0].attn.c_attn, GPTQLinear):
+        from llm.cuda_graph import install
+
+        install(engine.generator)
+    return engine
 
 
 def _accelerate(model: QwenForCausalLM) -> QwenForCausalLM:

@@ -121,7 +121,8 @@ class Generator:
         self.cached_ids = list(ids[:reuse])
         new = torch.tensor([list(ids[reuse:])], dtype=torch.long, device=self.device)  # (1, T)
         positions = torch.arange(reuse, n, device=self.device)
-        logits = prefill(self.model, new, positions, rope, cache, n if self.slice_kv else None)
+        # prefill is never graph-captured: attend over the n filled slots only
+        logits = prefill(self.model, new, positions, rope, cache, n)
         self.cached_ids = list(ids)
         self.last_cached_tokens = reuse
         return logits[0]

@@ -1,0 +1,292 @@
+"""End-to-end part of the GPU benchmark: the full Qwen-14B-Chat-Int4 shape with random weights."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from llm.config import QwenConfig
+from llm.cuda_graph import CudaGraphDecoder
+from llm.generate import Generator
+from llm.model import QwenForCausalLM, ntk_alpha
+from llm.quant import GPTQLinear, swap_linears
+
+log = logging.getLogger("bench_gpu")
+GIB = 1024**3
+CONTEXTS = (0, 1024, 2048, 4096, 8192)
+KV_BYTES_PER_TOKEN = 40 * 2 * 5120 * 2
+
+
+def random_model(cfg: QwenConfig) -> QwenForCausalLM:
+    """Qwen-14B-Chat-Int4 layout (symmetric g128, fp16) with random values, built on the GPU."""
+    with torch.device("meta"):
+        model = QwenForCausalLM(cfg).half()
+    swap_linears(model, 128, dtype=torch.float16)
+    model = model.to_empty(device="cuda").eval()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        with torch.no_grad():
+            if name.endswith("qweight"):
+                t.copy_(
+                    torch.randint(
+                        -(2**31),
+                        2**31 - 1,
+                        t.shape,
+                        device="cuda",
+                        dtype=torch.int32,
+                        generator=gen,
+                    )
+                )
+            elif name.endswith("qzeros"):
+                t.fill_(0x77777777)
+            elif name.endswith("scales"):
+                t.uniform_(0.5e-3, 1.5e-3, generator=gen)
+            elif name.endswith("g_idx"):
+                t.copy_(torch.arange(t.numel(), device="cuda") // 128)
+            elif name.endswith("bias"):
+                t.zero_() if "c_attn" not in name else t.normal_(0, 0.02, generator=gen)
+            elif (
+                name.endswith("ln_1.weight")
+                or name.endswith("ln_2.weight")
+                or name.endswith("ln_f.weight")
+            ):
+                t.fill_(1.0)
+            else:
+                t.normal_(0, 0.02, generator=gen)
+    return model
+
+
+def int4_bytes(model: torch.nn.Module) -> int:
+    from llm.kernels.linear import Int4Linear
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, (Int4Linear, GPTQLinear)):
+            total += m.qweight.numel() * 4 + m.scales.numel() * 2
+    return total
+
+
+def new_generator(model, max_len: int) -> Generator:
+    gen = Generator(model, max_len=max_len, device=torch.device("cuda"), dtype=torch.float16)
+    gen.decode_step = CudaGraphDecoder()
+    cache, _ = gen._ensure_buffers()
+    cache.k.normal_(0, 1)
+    cache.v.normal_(0, 1)
+    return gen
+
+
+def time_decode(gen: Generator, context: int, steps: int) -> float:
+    """Seconds per token of greedy decode at ``context`` (argmax read back every token)."""
+    gen.rope.set_alpha(gen.config, ntk_alpha(gen.config, max(context, 1)))
+    tok = 100
+    for _ in range(3):
+        gen.cached_ids = [1] * context
+        tok = int(gen.decode(tok).argmax())
+    gen.cached_ids = [1] * context
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        tok = int(gen.decode(tok).argmax())
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def time_prefill(gen: Generator, n: int, reps: int = 3) -> tuple[float, float]:
+    """(prefill seconds, TTFT seconds: prefill + argmax of the first token) for ``n`` tokens."""
+    ids = torch.randint(0, 150000, (n,)).tolist()
+    best = (float("inf"), float("inf"))
+    for _ in range(reps + 1):
+        gen.reset()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        logits = gen.prefill(ids)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        int(logits.argmax())
+        t2 = time.perf_counter()
+        best = min(best, (t1 - t0, t2 - t0))
+    return best
+
+
+def agent_episode(gen: Generator, reuse: bool) -> float:
+    """Wall time of a scripted 3-step ReAct episode (fixed lengths), teacher-forced decode."""
+    g = torch.Generator().manual_seed(1)
+    ids = lambda n: torch.randint(0, 150000, (n,), generator=g).tolist()  # noqa: E731
+    prompt = ids(760)  # system + ReAct instruction with one tool description + user question
+    steps = [(70, 120), (90, 260), (110, 0)]  # (model output tokens, observation tokens)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for out_len, obs_len in steps:
+        if not reuse:
+            gen.reset()
+        gen.prefill(prompt)
+        out = ids(out_len)
+        for t in out:
+            gen.decode(t).argmax().item()
+        prompt = prompt + out + ids(obs_len)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+class TinyGemmLinear(torch.nn.Module):
+    """Baseline: torch's stock int4 kernel (``aten._weight_int4pack_mm``, bf16) on the same weights."""
+
+    def __init__(self, fast: torch.nn.Module) -> None:
+        super().__init__()
+        from llm.kernels.layout import unpack_repacked
+
+        q = unpack_repacked(fast.qweight).t().contiguous()  # (N, K)
+        packed = ((q[:, ::2] << 4) | q[:, 1::2]).to(torch.uint8)
+        self.w = torch.ops.aten._convert_weight_to_int4pack(packed, 8)
+        s = fast.scales.to(torch.bfloat16)
+        self.sz = torch.stack([s, torch.zeros_like(s)], -1).contiguous()
+        self.bias = fast.bias
+        self.group = fast.group_size
+        self.out_features = fast.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int4pack_mm(x2, self.w, self.group, self.sz).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def to_baseline(model: torch.nn.Module) -> None:
+    from llm.kernels.linear import Int4Linear
+
+    for name, m in list(model.named_modules()):
+        if isinstance(m, Int4Linear):
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), leaf, TinyGemmLinear(m))
+    torch.cuda.empty_cache()
+
+
+@torch.inference_mode()
+def run_e2e(out_dir: Path, quick: bool = False) -> dict:
+    from benchmarks.kernel_bench import copy_bandwidth
+    from llm.kernels import accelerate
+
+    bw = copy_bandwidth()
+    cfg = QwenConfig.from_name("qwen-14b")
+    t0 = time.perf_counter()
+    model = accelerate(random_model(cfg))
+    torch.cuda.synchronize()
+    res: dict = {"copy_tbps": bw / 1e12, "build_s": time.perf_counter() - t0}
+    wbytes = int4_bytes(model) + model.lm_head.weight.numel() * 2
+    res["bytes_per_token_weights"] = wbytes
+    steps = 32 if quick else 96
+
+    # memory: encoding 2048 tokens (cache sized to the need, as the engine's max_seq_len does)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    gen = new_generator(model, 2049)
+    res["prefill_2048_s"], res["ttft_2048_s"] = time_prefill(gen, 2048)
+    int(gen.decode(5).argmax())
+    res["peak_gib_encode_2048"] = torch.cuda.max_memory_allocated() / GIB
+    log.info("partial: %s", {k: v for k, v in res.items() if k != "decode"})
+    del gen
+    torch.cuda.empty_cache()
+
+    # memory and speed: generating 8192 tokens from a 1-token context
+    torch.cuda.reset_peak_memory_stats()
+    gen = new_generator(model, 8193)
+    n_gen = 1024 if quick else 8191
+    gen.reset()
+    tok = int(gen.prefill([100]).argmax())
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n_gen):
+        tok = int(gen.decode(tok).argmax())
+    torch.cuda.synchronize()
+    res["generate_tokens"] = n_gen + 1
+    res["generate_tok_s"] = n_gen / (time.perf_counter() - t0)
+    res["peak_gib_generate_8192"] = torch.cuda.max_memory_allocated() / GIB
+
+    log.info("partial: %s", {k: v for k, v in res.items() if k != "decode"})
+    decode = {}
+    for c in CONTEXTS:
+        s = time_decode(gen, min(c, 8191), steps)
+        byts = wbytes + (c + 1) * KV_BYTES_PER_TOKEN
+        decode[c] = {
+            "tok_s": 1 / s,
+            "ms": s * 1e3,
+            "tbps": byts / s / 1e12,
+            "share": byts / s / bw,
+            "ceiling_tok_s": bw / byts,
+        }
+        log.info("decode ctx %d: %.1f tok/s", c, 1 / s)
+    res["decode"] = decode
+    res["agent_reuse_s"] = agent_episode(gen, reuse=True)
+    res["agent_reprefill_s"] = agent_episode(gen, reuse=False)
+    del gen
+    torch.cuda.empty_cache()
+
+    log.info("partial: %s", {k: v for k, v in res.items() if k != "decode"})
+    to_baseline(model)
+    gen = new_generator(model, 8193)
+    res["baseline_decode"] = {
+        c: {"tok_s": 1 / time_decode(gen, min(c, 8191), steps)} for c in CONTEXTS
+    }
+    for c in CONTEXTS:
+        res["baseline_decode"][c]["ratio"] = decode[c]["tok_s"] / res["baseline_decode"][c]["tok_s"]
+    plot(res, out_dir / "decode_vs_context.png")
+    return res
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ctx = list(res["decode"])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(
+        ctx, [res["decode"][c]["ceiling_tok_s"] for c in ctx], "k--", label="copy-bandwidth ceiling"
+    )
+    ax.plot(
+        ctx,
+        [res["decode"][c]["tok_s"] for c in ctx],
+        "o-",
+        label="qwen-react (Triton int4 + CUDA graph)",
+    )
+    ax.plot(
+        ctx,
+        [res["baseline_decode"][c]["tok_s"] for c in ctx],
+        "s-",
+        label="stock int4 (aten tinygemm)",
+    )
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("decode tokens/s (batch 1)")
+    ax.set_title("Qwen-14B-Chat-Int4 shape, H200")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def e2e_table(res: dict) -> str:
+    lines = [
+        "| context | tok/s | ms/token | TB/s | share of copy bw | ceiling tok/s | stock int4 tok/s | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c, d in res["decode"].items():
+        b = res["baseline_decode"][c]
+        lines.append(
+            f"| {c} | {d['tok_s']:.1f} | {d['ms']:.2f} | {d['tbps']:.2f} | {d['share']:.0%} "
+            f"| {d['ceiling_tok_s']:.0f} | {b['tok_s']:.1f} | {b['ratio']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"prefill 2048 tokens: {res['prefill_2048_s'] * 1e3:.1f} ms; TTFT {res['ttft_2048_s'] * 1e3:.1f} ms",
+        f"peak memory: encode 2048 {res['peak_gib_encode_2048']:.2f} GiB; "
+        f"generate {res['generate_tokens']} {res['peak_gib_generate_8192']:.2f} GiB "
+        f"({res['generate_tok_s']:.1f} tok/s averaged)",
+        f"agent 3-step episode: cache reuse {res['agent_reuse_s']:.3f} s, re-prefill {res['agent_reprefill_s']:.3f} s",
+    ]
+    return "\n".join(lines)
