@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from agent.cli_render import EventPrinter, Style, render_run, use_color
-from agent.cli_setup import CliError, demo_banner, demo_dir, make_tools, open_llm, sampling
+from agent.cli_setup import (
+    CliError,
+    demo_banner,
+    demo_dir,
+    load_local,
+    make_tools,
+    model_dir,
+    open_llm,
+    sampling,
+)
 from llm.types import LLM
 
 log = logging.getLogger(__name__)
@@ -143,14 +152,29 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands --------------------------------------------------------------------------------
 
 
-def _agent(args: argparse.Namespace, llm: LLM, stack: ExitStack) -> Any:
+def _agent(args: argparse.Namespace, llm: LLM | None, stack: ExitStack, *, demo: bool) -> Any:
+    """The agent of ``run``/``chat``/``demo``: options are checked before the model loads."""
     from agent.agent import Agent
 
     for name in ("max_steps", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1", "")
     options = {"max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens}
-    return Agent(llm, make_tools(args, stack), **options, **sampling(args))
+    options.update(sampling(args))
+    tools = make_tools(args, stack)
+    banner = None
+    if llm is None and demo:
+        path = demo_dir()
+        if path is None:
+            raise CliError(
+                "the demo model checkpoint is not installed",
+                "reinstall qwen-react, or use 'qwen-react run --model DIR'",
+            )
+        llm, banner = load_local(path, args), demo_banner()
+    elif llm is None:
+        llm, banner = open_llm(args, allow_demo=True)
+    _banner(banner, args)
+    return Agent(llm, tools, **options)
 
 
 def _banner(text: str | None, args: argparse.Namespace) -> None:
@@ -179,36 +203,21 @@ def cmd_run(args: argparse.Namespace, llm: LLM | None) -> int:
     if not query.strip():
         raise CliError("the question is empty", 'usage: qwen-react run "your question"')
     with ExitStack() as stack:
-        llm, banner = (llm, None) if llm is not None else open_llm(args, allow_demo=True)
-        _banner(banner, args)
-        _answer(args, _agent(args, llm, stack), query)
+        _answer(args, _agent(args, llm, stack, demo=False), query)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, llm: LLM | None) -> int:
     from llm.demo import DEFAULT_QUERY
 
-    if llm is None:
-        path = demo_dir()
-        if path is None:
-            raise CliError(
-                "the demo model checkpoint is not installed",
-                "reinstall qwen-react, or use 'qwen-react run --model DIR'",
-            )
-        from agent.cli_setup import load_local
-
-        llm = load_local(path, args)
-    _banner(demo_banner(), args)
     with ExitStack() as stack:
-        _answer(args, _agent(args, llm, stack), args.query or DEFAULT_QUERY)
+        _answer(args, _agent(args, llm, stack, demo=True), args.query or DEFAULT_QUERY)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace, llm: LLM | None) -> int:
     with ExitStack() as stack:
-        llm, banner = (llm, None) if llm is not None else open_llm(args, allow_demo=True)
-        _banner(banner, args)
-        agent = _agent(args, llm, stack)
+        agent = _agent(args, llm, stack, demo=False)
         tools = ", ".join(agent.tools.names) or "none"
         print(
             f"qwen-react chat (tools: {tools}). /reset forgets, /exit or Ctrl-D leaves.",
@@ -233,7 +242,6 @@ def cmd_chat(args: argparse.Namespace, llm: LLM | None) -> int:
 
 def cmd_bench(args: argparse.Namespace, llm: LLM | None) -> int:
     from agent.cli_bench import format_report, run_bench
-    from agent.cli_setup import load_local, model_dir
 
     engine = llm if llm is not None else load_local(model_dir(args, allow_demo=False)[0], args)
     try:
