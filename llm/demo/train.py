@@ -2,19 +2,22 @@
 
 Two stages, so the accelerator machine needs nothing but torch and this repository:
 
-``prepare`` (here, needs the tokenizer): every episode is run through the real ``Agent`` with
+``prepare`` (CPU, needs the tokenizer): every episode is run through the real ``Agent`` with
 a recording LLM double that plays the model's two turns; the second prompt the agent built
 plus the model's final turn is the training sequence, tokenized the way the engine tokenizes
 it. Loss is taken only on the tokens the model writes: the first turn (up to and including the
-``Observation:`` stop word) and the final answer with its ``<|im_end|>``. All sequences share
-the prompt prefix (system, ReAct instruction, tool description), which is stored once.
+``Observation:`` stop word) and the final answer with its ``<|im_end|>``. Most episodes list
+the real code interpreter, the rest the same tool with other descriptions; each of those few
+prompt prefixes is stored once, the rest of each sequence as int16 ids into a small vocabulary.
 
 ``fit`` (any torch device): trains ``llm.model`` with tied embeddings, switching to
 fake-quantized Int4 weights (the packer's own rounding) for the last part of training so the
-GPTQ checkpoint behaves like the trained float model. Writes the float state dict and config.
+GPTQ checkpoint behaves like the trained float model. Writes the float weights and config
+(the embedding in fp16 parts, as the checkpoint stores it).
 
-    python -m llm.demo.train prepare --out .demo_train/data.pt --episodes 120000
-    python -m llm.demo.train fit --data .demo_train/data.pt --out $OUT --minutes 6
+    python -m llm.demo.train prepare --out .demo_train/data.pt      # 80,000 episodes, ~4 min
+    python -m llm.demo.train fit --data .demo_train/data.pt --out OUT  # 5.5 min on one GPU
+    python -m llm.demo.quantize OUT/demo_fp32.pt llm/demo/checkpoint
 """
 
 from __future__ import annotations
@@ -148,9 +151,9 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
 class FitOptions:
     """Training settings (the defaults produced the committed checkpoint)."""
 
-    minutes: float = 6.0
+    minutes: float = 5.5
     max_steps: int = 100_000
-    batch_size: int = 128
+    batch_size: int = 256
     lr: float = 3e-3
     min_lr: float = 1e-4
     warmup: int = 200
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="render and tokenize training episodes (CPU)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--episodes", type=int, default=120_000)
+    p.add_argument("--episodes", type=int, default=80_000)
     f = sub.add_parser("fit", help="train from a prepared file")
     f.add_argument("--data", type=Path, required=True)
     f.add_argument("--out", type=Path, required=True)
