@@ -162,7 +162,6 @@ def _agent(args: argparse.Namespace, llm: LLM | None, stack: ExitStack, *, demo:
     options = {"max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens}
     options.update(sampling(args))
     tools = make_tools(args, stack)
-    banner = None
     if llm is None and demo:
         path = demo_dir()
         if path is None:
@@ -170,10 +169,10 @@ def _agent(args: argparse.Namespace, llm: LLM | None, stack: ExitStack, *, demo:
                 "the demo model checkpoint is not installed",
                 "reinstall qwen-react, or use 'qwen-react run --model DIR'",
             )
-        llm, banner = load_local(path, args), demo_banner()
+        _banner(demo_banner(), args)
+        llm = load_local(path, args)
     elif llm is None:
-        llm, banner = open_llm(args, allow_demo=True)
-    _banner(banner, args)
+        llm = open_llm(args, allow_demo=True, announce=lambda text: _banner(text, args))
     return Agent(llm, tools, **options)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -108,15 +109,22 @@ def load_local(path: Path, args: argparse.Namespace, *, device: str | None = Non
         ) from exc
 
 
-def open_llm(args: argparse.Namespace, *, allow_demo: bool) -> tuple[LLM, str | None]:
-    """The backend named by the options: ``--base-url`` server, else the local engine."""
+def open_llm(
+    args: argparse.Namespace, *, allow_demo: bool, announce: Callable[[str], None] | None = None
+) -> LLM:
+    """The backend named by the options: ``--base-url`` server, else the local engine.
+
+    ``announce`` receives the demo banner before the demo model loads (when it is the one).
+    """
     if args.base_url:
         from llm.openai_compat import OpenAICompatibleLLM
 
         name = args.served_model or DEFAULT_SERVED_MODEL
-        return OpenAICompatibleLLM(args.base_url, name, api_key=os.environ.get(API_KEY_ENV)), None
+        return OpenAICompatibleLLM(args.base_url, name, api_key=os.environ.get(API_KEY_ENV))
     path, banner = model_dir(args, allow_demo=allow_demo)
-    return load_local(path, args, device="cpu" if banner else None), banner
+    if banner and announce is not None:
+        announce(banner)
+    return load_local(path, args, device="cpu" if banner else None)
 
 
 # -- tools -----------------------------------------------------------------------------------

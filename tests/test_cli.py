@@ -373,3 +373,11 @@ def test_console_script_is_installed():
         pytest.skip("qwen-react is not installed in this environment")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "make-tiny" in done.stdout
+
+
+def test_tools_option_lists_the_chosen_tools_in_the_prompt(tokenizer):
+    llm = ScriptedLLM(["Thought: x\nFinal Answer: ok"], tokenizer=tokenizer)
+    argv = ["run", "-q", "--tools", "http_get,code_interpreter", "--http-allow", "example.com", "q"]
+    assert main(argv, llm=llm) == 0
+    prompt = llm.prompts[0]
+    assert "http_get: Call this tool" in prompt and "code_interpreter: Call this tool" in prompt
