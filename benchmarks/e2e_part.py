@@ -207,9 +207,12 @@ def run_e2e(out_dir: Path, quick: bool = False) -> dict:
     res["peak_gib_generate_8192"] = torch.cuda.max_memory_allocated() / GIB
 
     log.info("partial: %s", {k: v for k, v in res.items() if k != "decode"})
+    del gen
+    torch.cuda.empty_cache()
+    gen = new_generator(model, CONTEXTS[-1] + steps + 8)
     decode = {}
     for c in CONTEXTS:
-        s = time_decode(gen, min(c, 8191), steps)
+        s = time_decode(gen, c, steps)
         byts = wbytes + (c + 1) * KV_BYTES_PER_TOKEN
         decode[c] = {
             "tok_s": 1 / s,
@@ -220,6 +223,7 @@ def run_e2e(out_dir: Path, quick: bool = False) -> dict:
         }
         log.info("decode ctx %d: %.1f tok/s", c, 1 / s)
     res["decode"] = decode
+    res["profile_1k"] = profile_step(model, gen, 1024)
     res["agent_reuse_s"] = agent_episode(gen, reuse=True)
     res["agent_reprefill_s"] = agent_episode(gen, reuse=False)
     del gen
@@ -227,14 +231,61 @@ def run_e2e(out_dir: Path, quick: bool = False) -> dict:
 
     log.info("partial: %s", {k: v for k, v in res.items() if k != "decode"})
     to_baseline(model)
-    gen = new_generator(model, 8193)
+    gen = new_generator(model, CONTEXTS[-1] + steps + 8)
     res["baseline_decode"] = {
-        c: {"tok_s": 1 / time_decode(gen, min(c, 8191), steps)} for c in CONTEXTS
+        c: {"tok_s": 1 / time_decode(gen, c, steps)} for c in CONTEXTS
     }
     for c in CONTEXTS:
         res["baseline_decode"][c]["ratio"] = decode[c]["tok_s"] / res["baseline_decode"][c]["tok_s"]
     plot(res, out_dir / "decode_vs_context.png")
     return res
+
+
+KERNEL_KINDS = (  # (substring of the kernel name, label)
+    ("_int4_gemv", "int4 GEMV (5 per layer)"),
+    ("_attn_", "attention (split + combine)"),
+    ("_add_rmsnorm", "add + RMSNorm"),
+    ("_rope_kv", "rotary + KV write"),
+    ("_silu_mul", "SiLU gate"),
+    ("gemv", "lm_head (cuBLAS fp16)"),
+    ("gemm", "lm_head (cuBLAS fp16)"),
+    ("xmma", "lm_head (cuBLAS fp16)"),
+)
+
+
+def profile_step(model, gen: Generator, context: int, reps: int = 5) -> dict:
+    """GPU time per token by kernel kind for the eager fused step (torch profiler, CUPTI)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from llm.cuda_graph import fast_decode_step
+
+    try:
+        tok = torch.tensor([[100]], device="cuda")
+        pos = torch.tensor([context], device="cuda")
+        for _ in range(2):
+            fast_decode_step(model, tok, pos, gen.rope, gen.cache)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fast_decode_step(model, tok, pos, gen.rope, gen.cache)
+            torch.cuda.synchronize()
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for e in prof.events():
+            if e.device_type != DeviceType.CUDA:
+                continue
+            label = next(
+                (lab for key, lab in KERNEL_KINDS if key in e.name), "other: " + e.name[:40]
+            )
+            totals[label] = totals.get(label, 0.0) + e.time_range.elapsed_us() / reps
+            counts[label] = counts.get(label, 0) + 1
+        return {
+            k: {"us": v, "kernels": counts[k] // reps}
+            for k, v in sorted(totals.items(), key=lambda kv: -kv[1])
+        }
+    except Exception as e:  # noqa: BLE001 - the profile is informative, never fatal
+        return {"error": repr(e)[:300]}
 
 
 def plot(res: dict, path: Path) -> None:
@@ -287,6 +338,12 @@ def e2e_table(res: dict) -> str:
         f"peak memory: encode 2048 {res['peak_gib_encode_2048']:.2f} GiB; "
         f"generate {res['generate_tokens']} {res['peak_gib_generate_8192']:.2f} GiB "
         f"({res['generate_tok_s']:.1f} tok/s averaged)",
+        "GPU time per token at 1k context (eager fused step, profiler): "
+        + "; ".join(
+            f"{k} {v.get('us', 0):.0f} us/{v.get('kernels', 0)}"
+            for k, v in res.get("profile_1k", {}).items()
+            if isinstance(v, dict)
+        ),
         f"agent 3-step episode: cache reuse {res['agent_reuse_s']:.3f} s, re-prefill {res['agent_reprefill_s']:.3f} s",
     ]
     return "\n".join(lines)
