@@ -89,6 +89,7 @@ def test_training_rounding_is_the_packers():
 
 
 def test_training_sequence_is_the_agents_prompt_plus_model_text():
+    from llm.demo.recording import observation_text
     from llm.demo.train import render_episode
     from llm.tokenizer import QwenTokenizer
 
@@ -99,7 +100,8 @@ def test_training_sequence_is_the_agents_prompt_plus_model_text():
     assert tok.decode(rendered.ids[a:b]) == episode.action_text() + "Observation:"
     assert tok.decode(rendered.ids[c:d]) == episode.final_text() + "<|im_end|>"
     text = tok.decode(rendered.ids[:c])
-    assert text.endswith(f"\nObservation: {episode.observation}\nThought:")
+    assert text.endswith(f"\nObservation: {observation_text(episode)}\nThought:")
+    assert f"\n```\n{episode.answer}\n```" in observation_text(episode)
     assert f"Question: {episode.question}<|im_end|>\n<|im_start|>assistant\n" in text
 
 
