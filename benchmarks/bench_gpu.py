@@ -20,7 +20,7 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("kernels", "e2e", "all"), default="all")
+    parser.add_argument("--part", choices=("kernels", "e2e", "agent", "all"), default="all")
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--quick", action="store_true", help="fewer contexts and steps")
     args = parser.parse_args(argv)
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
         report["e2e"] = run_e2e(args.out, quick=args.quick)
         print(e2e_table(report["e2e"]))
+    if args.part == "agent":
+        from benchmarks.e2e_part import run_agent
+
+        report["agent"] = run_agent()
     (args.out / "bench_gpu.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, separators=(",", ":")))
     return 0
