@@ -7,11 +7,11 @@ its KV cache for the prompt prefix that each ReAct step extends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from agent import Agent, ErrorEvent, FinalAnswerEvent, ModelOutput
 from agent.defaults import MODEL_ENV
-from llm.types import Completion, SamplingParams
+from llm.types import Completion
 from tools import tool
 
 
@@ -28,18 +28,9 @@ class Recording:
         self.engine = engine
         self.calls: list[tuple[str, tuple[str, ...], Completion]] = []
 
-    def complete(
-        self,
-        prompt: str,
-        *,
-        stop: Sequence[str] = (),
-        max_new_tokens: int = 512,
-        sampling: SamplingParams | None = None,
-    ) -> Completion:
-        out = self.engine.complete(
-            prompt, stop=stop, max_new_tokens=max_new_tokens, sampling=sampling
-        )
-        self.calls.append((prompt, tuple(stop), out))
+    def complete(self, prompt: str, **kwargs: Any) -> Completion:
+        out = self.engine.complete(prompt, **kwargs)
+        self.calls.append((prompt, tuple(kwargs.get("stop", ())), out))
         return out
 
     def stream(self, prompt, **kwargs):

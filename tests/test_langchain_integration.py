@@ -16,7 +16,7 @@ pytest.importorskip("langchain_tests")
 from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
 
-from llm.langchain import ChatQwen  # noqa: E402
+from tests.langchain_standard import ChatQwenSuiteSettings  # noqa: E402
 
 RANDOM_WEIGHTS = (
     "the tiny checkpoint has random weights: it cannot choose a tool or write the "
@@ -24,41 +24,14 @@ RANDOM_WEIGHTS = (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_dir: Any) -> Any:
-    from llm.engine import load_engine
-
-    return load_engine(tiny_model_dir, device="cpu", progress=False)
-
-
-class TestChatQwenTinyEngine(ChatModelIntegrationTests):
+class TestChatQwenTinyEngine(ChatQwenSuiteSettings, ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _engine(self, tiny_engine: Any) -> None:
         self.engine = tiny_engine
 
     @property
-    def chat_model_class(self) -> type[ChatQwen]:
-        return ChatQwen
-
-    @property
     def chat_model_params(self) -> dict:
         return {"backend": self.engine, "max_tokens": 4, "temperature": 0}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
 
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS)
     def test_tool_calling(self, model: BaseChatModel) -> None:

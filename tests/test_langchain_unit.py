@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
 import pytest
 
 pytest.importorskip("langchain_tests")
@@ -11,60 +9,15 @@ pytest.importorskip("langchain_tests")
 from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
 
 from llm.langchain import ChatQwen  # noqa: E402
-from llm.types import Completion, SamplingParams  # noqa: E402
+from llm.scripted import ScriptedLLM  # noqa: E402
+from tests.langchain_standard import ChatQwenSuiteSettings  # noqa: E402
 
 
-class _SilentLLM:
-    """A backend that is never asked to generate in these construction-only tests."""
-
-    def complete(
-        self,
-        prompt: str,
-        *,
-        stop: Sequence[str] = (),
-        max_new_tokens: int = 512,
-        sampling: SamplingParams | None = None,
-    ) -> Completion:
-        raise AssertionError("the standard unit tests do not generate")
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        stop: Sequence[str] = (),
-        max_new_tokens: int = 512,
-        sampling: SamplingParams | None = None,
-    ) -> Iterator[str]:
-        raise AssertionError("the standard unit tests do not generate")
-
-    def count_tokens(self, text: str) -> int:
-        return len(text)
-
-
-class TestChatQwenStandard(ChatModelUnitTests):
-    @property
-    def chat_model_class(self) -> type[ChatQwen]:
-        return ChatQwen
-
+class TestChatQwenStandard(ChatQwenSuiteSettings, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict:
-        return {"backend": _SilentLLM(), "model": "Qwen-14B-Chat-Int4"}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
+        # Nothing is queued: these construction-only tests never generate.
+        return {"backend": ScriptedLLM(), "model": "Qwen-14B-Chat-Int4"}
 
 
 def test_tool_calling_is_really_enabled() -> None:
