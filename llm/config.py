@@ -27,6 +27,18 @@ class ConfigError(CheckpointError):
     """A JSON configuration file is missing, malformed or holds an invalid value."""
 
 
+# The keys of every ``QWEN_SHAPES`` entry; each must be a positive int.
+SHAPE_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "kv_channels",
+    "intermediate_size",
+    "vocab_size",
+    "seq_length",
+    "max_position_embeddings",
+)
+
 QWEN_SHAPES: dict[str, dict[str, Any]] = {
     "qwen-14b": dict(
         hidden_size=5120,
@@ -113,16 +125,7 @@ class QwenConfig:
     quantization: QuantizeConfig | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "hidden_size",
-            "num_attention_heads",
-            "num_hidden_layers",
-            "kv_channels",
-            "intermediate_size",
-            "vocab_size",
-            "seq_length",
-            "max_position_embeddings",
-        ):
+        for name in SHAPE_FIELDS:
             _require_int(self, name, minimum=1)
         if self.kv_channels * self.num_attention_heads != self.hidden_size:
             raise ValueError(

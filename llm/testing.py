@@ -40,16 +40,6 @@ TOKENIZER_CONFIG: dict[str, Any] = {
     "tokenizer_class": "QWenTokenizer",
     "auto_map": {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]},
 }
-_SHAPE_KEYS = (
-    "hidden_size",
-    "num_attention_heads",
-    "num_hidden_layers",
-    "kv_channels",
-    "intermediate_size",
-    "vocab_size",
-    "seq_length",
-    "max_position_embeddings",
-)
 _QUANT_KEYS = ("group_size", "desc_act", "bits")
 
 
@@ -140,6 +130,22 @@ def save_sharded(
     )
 
 
+def write_checkpoint(
+    directory: Path,
+    cfg: QwenConfig,
+    quant: QuantizeConfig,
+    tensors: dict[str, torch.Tensor],
+    num_shards: int,
+) -> None:
+    """Write packed ``tensors`` and every file of the Qwen-14B-Chat-Int4 layout to ``directory``."""
+    save_sharded(directory, tensors, num_shards)
+    write_json(directory / "config.json", config_json(cfg, quant))
+    write_json(directory / "quantize_config.json", quant.to_json_dict())
+    write_json(directory / "generation_config.json", GENERATION_CONFIG)
+    write_json(directory / "tokenizer_config.json", TOKENIZER_CONFIG)
+    shutil.copyfile(official_vocab_path(), directory / VOCAB_FILENAME)
+
+
 def make_tiny_checkpoint(path: str | Path, **overrides: Any) -> Path:
     """Write a random Int4 checkpoint in the Qwen-14B-Chat-Int4 layout to ``path``.
 
@@ -154,19 +160,12 @@ def make_tiny_checkpoint(path: str | Path, **overrides: Any) -> Path:
     seed = int(overrides.pop("seed", 0))
     quant_kw = {k: overrides.pop(k) for k in _QUANT_KEYS if k in overrides}
     quant = QuantizeConfig(**{"group_size": 32, **quant_kw})
-    shape = {k: v for k, v in QWEN_SHAPES["tiny"].items() if k in _SHAPE_KEYS}
-    cfg = QwenConfig(**{**shape, **overrides, "quantization": quant})
+    cfg = QwenConfig(**{**QWEN_SHAPES["tiny"], **overrides, "quantization": quant})
 
     model = random_float_model(cfg, seed)
     state = model.state_dict()
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight")
     tensors = quantize_state_dict(state, quant.group_size, act_order=quant.desc_act, seed=seed)
-    save_sharded(path, tensors, num_shards)
-
-    write_json(path / "config.json", config_json(cfg, quant))
-    write_json(path / "quantize_config.json", quant.to_json_dict())
-    write_json(path / "generation_config.json", GENERATION_CONFIG)
-    write_json(path / "tokenizer_config.json", TOKENIZER_CONFIG)
-    shutil.copyfile(official_vocab_path(), path / VOCAB_FILENAME)
+    write_checkpoint(path, cfg, quant, tensors, num_shards)
     return path

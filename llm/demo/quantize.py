@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ from llm.config import QuantizeConfig, QwenConfig
 from llm.demo.model_setup import GROUP_SIZE
 from llm.demo.train import load_trained
 from llm.gptq_pack import quantize_state_dict
-from llm.testing import GENERATION_CONFIG, TOKENIZER_CONFIG, config_json, save_sharded, write_json
-from llm.vocab import VOCAB_FILENAME, official_vocab_path
+from llm.testing import write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +43,7 @@ def quantize_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("model*.safetensors*"):
         old.unlink()
-    save_sharded(out_dir, tensors, NUM_SHARDS)
-    write_json(out_dir / "config.json", config_json(cfg, quant))
-    write_json(out_dir / "quantize_config.json", quant.to_json_dict())
-    write_json(out_dir / "generation_config.json", GENERATION_CONFIG)
-    write_json(out_dir / "tokenizer_config.json", TOKENIZER_CONFIG)
-    shutil.copyfile(official_vocab_path(), out_dir / VOCAB_FILENAME)
+    write_checkpoint(out_dir, cfg, quant, tensors, NUM_SHARDS)
     size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
     log.info("wrote %s (%.1f MB)", out_dir, size / 1e6)
     return out_dir
