@@ -182,20 +182,8 @@ def test_run_on_the_tiny_checkpoint_exits_cleanly(tiny_model_dir, capsys):
 
 
 def test_bench_reports_speeds_and_ends_with_json(tiny_model_dir, capsys):
-    argv = [
-        "bench",
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "-q",
-        "--prompt-tokens",
-        "32",
-        "--new-tokens",
-        "8",
-        "--repeats",
-        "1",
-    ]
+    bench = ["bench", "--model", str(tiny_model_dir), "--device", "cpu", "-q"]
+    argv = [*bench, "--prompt-tokens", "32", "--new-tokens", "8", "--repeats", "1"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
@@ -203,17 +191,7 @@ def test_bench_reports_speeds_and_ends_with_json(tiny_model_dir, capsys):
     assert report["decode_tok_s"] > 0 and report["prefill_tok_s"] > 0 and report["ttft_s"] > 0
     assert report["weight_bytes"] > 0 and report["achieved_gb_s"] > 0
     assert any(line.startswith("decode") for line in lines[:-1])
-    too_long = [
-        "bench",
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "-q",
-        "--prompt-tokens",
-        "9000",
-    ]
-    assert main(too_long) == 2
+    assert main([*bench, "--prompt-tokens", "9000"]) == 2
     assert "context" in capsys.readouterr().err
 
 

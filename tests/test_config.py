@@ -30,6 +30,19 @@ def replace_file(d: Path, name: str, text: str) -> Path:
     return d / name
 
 
+def edited_copy(src: Path, dst: Path, name: str, change: dict) -> Path:
+    """A linked copy of ``src`` whose JSON file ``name`` has ``change`` applied (None drops a key)."""
+    d = linked_copy(src, dst)
+    data = json.loads((src / name).read_text())
+    for k, v in change.items():
+        if v is None:
+            data.pop(k)
+        else:
+            data[k] = v
+    replace_file(d, name, json.dumps(data))
+    return d
+
+
 def test_reads_the_three_files(tiny_model_dir: Path) -> None:
     ckpt = load_checkpoint_config(tiny_model_dir)
     m = ckpt.model
@@ -90,24 +103,14 @@ def test_non_object_json(tiny_model_dir: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_model_fields(tiny_model_dir: Path, tmp_path: Path, change: dict, message: str) -> None:
-    d = linked_copy(tiny_model_dir, tmp_path / "c")
-    cfg = json.loads((tiny_model_dir / "config.json").read_text())
-    for k, v in change.items():
-        if v is None:
-            cfg.pop(k)
-        else:
-            cfg[k] = v
-    replace_file(d, "config.json", json.dumps(cfg))
+    d = edited_copy(tiny_model_dir, tmp_path / "c", "config.json", change)
     with pytest.raises(ConfigError, match=message) as info:
         load_checkpoint_config(d)
     assert "config.json" in str(info.value)
 
 
 def test_quantize_files_must_agree(tiny_model_dir: Path, tmp_path: Path) -> None:
-    d = linked_copy(tiny_model_dir, tmp_path / "c")
-    q = json.loads((tiny_model_dir / "quantize_config.json").read_text())
-    q["group_size"] = 64
-    replace_file(d, "quantize_config.json", json.dumps(q))
+    d = edited_copy(tiny_model_dir, tmp_path / "c", "quantize_config.json", {"group_size": 64})
     with pytest.raises(ConfigError, match="disagree"):
         load_checkpoint_config(d)
 
@@ -123,10 +126,7 @@ def test_quantize_files_must_agree(tiny_model_dir: Path, tmp_path: Path) -> None
 def test_bad_generation_fields(
     tiny_model_dir: Path, tmp_path: Path, change: dict, message: str
 ) -> None:
-    d = linked_copy(tiny_model_dir, tmp_path / "c")
-    g = json.loads((tiny_model_dir / "generation_config.json").read_text())
-    g.update(change)
-    replace_file(d, "generation_config.json", json.dumps(g))
+    d = edited_copy(tiny_model_dir, tmp_path / "c", "generation_config.json", change)
     with pytest.raises(ConfigError, match=message) as info:
         load_checkpoint_config(d)
     assert "generation_config.json" in str(info.value)

@@ -49,6 +49,11 @@ def code_action(thought: str, code: str) -> str:
     return f"Thought: {thought}\nAction: code_interpreter\nAction Input:\n```py\n{code}\n```\nObservation:"
 
 
+def code_then_answer(tokenizer: QwenTokenizer, thought: str, code: str, answer: str) -> ScriptedLLM:
+    """A model that runs ``code`` in the code interpreter, then gives ``answer``."""
+    return ScriptedLLM([code_action(thought, code), FINAL + answer], tokenizer=tokenizer)
+
+
 def observations(result) -> list[Observation]:
     return [e for e in result.events if isinstance(e, Observation)]
 
@@ -59,12 +64,11 @@ def test_every_example_has_a_smoke_test():
 
 def test_math_problem_is_solved_by_running_code(tokenizer, capsys):
     code = "a, b = 1, 1\nfor _ in range(98):\n    a, b = b, a + b\nprint(b)"
-    llm = ScriptedLLM(
-        [
-            code_action("这是斐波那契数列，我用代码迭代计算第100项。", code),
-            FINAL + "这个数列的第100项是 354224848179261915075。",
-        ],
-        tokenizer=tokenizer,
+    llm = code_then_answer(
+        tokenizer,
+        "这是斐波那契数列，我用代码迭代计算第100项。",
+        code,
+        "这个数列的第100项是 354224848179261915075。",
     )
     result = load("math_code_interpreter").main([], llm=llm)
     (obs,) = observations(result)
@@ -92,12 +96,8 @@ def test_chart_with_chinese_labels_is_saved_as_png(tokenizer, tmp_path):
         "plt.savefig('sales_2023.png', dpi=100, bbox_inches='tight')\n"
         "plt.show()"
     )
-    llm = ScriptedLLM(
-        [
-            code_action("我用 matplotlib 画柱状图并保存。", code),
-            FINAL + "柱状图已保存为 sales_2023.png。",
-        ],
-        tokenizer=tokenizer,
+    llm = code_then_answer(
+        tokenizer, "我用 matplotlib 画柱状图并保存。", code, "柱状图已保存为 sales_2023.png。"
     )
     result = load("chart_chinese_labels").main(["--workdir", str(tmp_path)], llm=llm)
     (obs,) = observations(result)
@@ -119,12 +119,11 @@ def test_csv_is_analysed_with_pandas(tokenizer, tmp_path):
         "print(totals.to_string())\n"
         "print('best:', totals.index[0])"
     )
-    llm = ScriptedLLM(
-        [
-            code_action("我先用 pandas 读取文件，按地区汇总销售额。", code),
-            FINAL + "各地区总销售额见上，华东最高。",
-        ],
-        tokenizer=tokenizer,
+    llm = code_then_answer(
+        tokenizer,
+        "我先用 pandas 读取文件，按地区汇总销售额。",
+        code,
+        "各地区总销售额见上，华东最高。",
     )
     result = load("csv_analysis").main(["--workdir", str(tmp_path)], llm=llm)
     (obs,) = observations(result)

@@ -134,29 +134,17 @@ def test_entry_point_plugins_are_discovered(plugin_path):
     assert reg.call("clock", "").text == "12:00"
 
 
-def test_broken_plugin_raises_naming_the_entry_point(plugin_path):
-    _install_fake_distribution(
-        plugin_path,
-        """
-        [qwen_react.tools]
-        bogus = fakeplugin:not_a_tool
-        """,
-        PLUGIN_MODULE,
-    )
-    with pytest.raises(PluginError, match="entry point 'bogus' = 'fakeplugin:not_a_tool'"):
-        ToolRegistry.from_entry_points()
-
-
-def test_plugin_import_failure_is_reported(plugin_path):
-    _install_fake_distribution(
-        plugin_path,
-        """
-        [qwen_react.tools]
-        gone = fakeplugin_missing:thing
-        """,
-        PLUGIN_MODULE,
-    )
-    with pytest.raises(PluginError, match="'gone'.*import failed"):
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ("bogus = fakeplugin:not_a_tool", "entry point 'bogus' = 'fakeplugin:not_a_tool'"),
+        ("gone = fakeplugin_missing:thing", "'gone'.*import failed"),
+    ],
+    ids=["not_a_tool", "import_failure"],
+)
+def test_broken_plugin_raises_naming_the_entry_point(plugin_path, entry, match):
+    _install_fake_distribution(plugin_path, f"[qwen_react.tools]\n{entry}\n", PLUGIN_MODULE)
+    with pytest.raises(PluginError, match=match):
         ToolRegistry.from_entry_points()
 
 
