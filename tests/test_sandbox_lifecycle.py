@@ -23,16 +23,21 @@ def _open_fds() -> int:
     return psutil.Process().num_fds()
 
 
-def _rundirs() -> set[Path]:
-    return set(Path("/tmp").glob("qrk-*")) | set(Path("/tmp").glob("qwen-react-work-*"))
+def _own_dirs(sb: KernelSandbox) -> set[Path]:
+    """The temporary dirs this sandbox made (other processes may make their own meanwhile)."""
+    return {Path(sb.workdir), Path(sb._rundir)}
+
+
+def _existing(dirs: set[Path]) -> set[Path]:
+    return {d for d in dirs if d.exists()}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("isolation", MODES)
 def test_300_executions_leak_nothing(isolation):
-    before_dirs = _rundirs()
     with KernelSandbox(isolation=isolation) as sb:
         sb.execute("x = 0")
+        made = _own_dirs(sb)
         fds = _open_fds()
         for i in range(300):
             r = sb.execute(f"x += 1\nprint({i})")
@@ -40,13 +45,13 @@ def test_300_executions_leak_nothing(isolation):
         assert sb.execute("x").result == "300"
         assert _open_fds() <= fds + 2
     assert wait_until(lambda: not kernel_processes())
-    assert _rundirs() == before_dirs
+    assert _existing(made) == set()
 
 
 @pytest.mark.slow
 def test_20_start_stop_cycles_leak_nothing():
     isolation = "auto"  # bwrap where it runs: the mode with the most moving parts
-    before_dirs = _rundirs()
+    made: set[Path] = set()
     with KernelSandbox(isolation=isolation) as warm:  # imports and caches warmed once
         warm.execute("1")
     gc.collect()
@@ -55,11 +60,12 @@ def test_20_start_stop_cycles_leak_nothing():
     for _ in range(20):
         with KernelSandbox(isolation=isolation) as sb:
             assert sb.execute("1 + 1").result == "2"
+            made |= _own_dirs(sb)
     assert wait_until(lambda: not kernel_processes())
     gc.collect()  # zmq sockets of dropped clients sit in reference cycles until collected
     assert _open_fds() <= fds + 2
     assert psutil.Process().num_threads() <= threads + 1
-    assert _rundirs() == before_dirs
+    assert len(made) == 40 and _existing(made) == set()
 
 
 def test_given_workdir_is_kept_and_used(tmp_path):
@@ -105,14 +111,14 @@ def test_pool_serves_concurrent_kernels_and_times_out_when_empty():
 
 @pytest.mark.parametrize("isolation", MODES)
 def test_pool_shutdown_leaves_no_processes_or_files(isolation):
-    before_dirs = _rundirs()
     pool = KernelPool(size=2, isolation=isolation)
-    held = pool.acquire()
+    held, other = pool.acquire(), pool.acquire()
     held.execute("import subprocess; p = subprocess.Popen(['sleep', '1000'])")
+    made = _own_dirs(held) | _own_dirs(other)
     pool.shutdown()
     assert wait_until(lambda: not kernel_processes())
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1000"]
     ]
-    assert _rundirs() == before_dirs
+    assert len(made) == 4 and _existing(made) == set()
     assert os.path.exists("/tmp")
