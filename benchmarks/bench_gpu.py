@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("kernels", "all"):
         from benchmarks.kernels_part import kernel_table, run_kernels
 
-        report["kernels"] = run_kernels()
+        report["kernels"] = run_kernels(quick=args.quick)
         print(kernel_table(report["kernels"]))
     if args.part in ("e2e", "all"):
         from benchmarks.e2e_part import e2e_table, run_e2e
 
-        report["e2e"] = run_e2e(args.out, quick=args.quick)
+        report["e2e"] = run_e2e(args.out, quick=args.quick, tuned=report.get("kernels"))
         print(e2e_table(report["e2e"]))
     if args.part == "agent":
         from benchmarks.e2e_part import run_agent

@@ -9,17 +9,18 @@ import torch
 
 from benchmarks.kernel_bench import QWEN14B_LINEARS, copy_bandwidth, graph_time, rel_err
 from llm.kernels.gemm import GemmConfig, dequantize, int4_gemm
-from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv
+from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv, int4_gemv_gated
 from llm.kernels.layout import unpack_repacked
 from llm.kernels.reference import dequantize_repacked
 
 log = logging.getLogger("bench_gpu")
 GROUP = 128
 GEMV_CONFIGS = [
-    GemvConfig(block_n=bn, split_k=s, num_warps=w, use_asm=True)
-    for bn, w in ((32, 4), (64, 2), (64, 4), (128, 4))
-    for s in (2, 4, 8, 16)
-] + [GemvConfig(block_n=128, split_k=4, num_warps=4, use_asm=False)]
+    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64, 128) for s in (4, 8, 16)
+] + [GemvConfig(block_n=64, split_k=s, num_warps=4, paired=False) for s in (4, 8)]
+GATED_CONFIGS = [
+    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 4, 8)
+]
 GEMM_CONFIGS = [
     GemmConfig(128, 128, 64, 8, 8, 3),
     GemmConfig(128, 256, 64, 8, 8, 3),
@@ -51,7 +52,65 @@ def gbytes(k: int, n: int) -> float:
     return k * n / 2 + (k // GROUP) * n * 2
 
 
-def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
+def cfg_tag(cfg: GemvConfig) -> str:
+    kind = ("paired" if cfg.paired else "plain") + ("" if cfg.use_asm else "_tl")
+    return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}"
+
+
+def bench_gated(k: int, n: int, ws: SplitKWorkspace) -> dict:
+    """``w1 * silu(w2)`` in one launch vs two GEMVs + the SiLU kernel (the MLP's first half)."""
+    from llm.kernels.decode_ops import silu_mul
+
+    nbytes = 2 * gbytes(k, n)
+    copies = max(2, math.ceil(400e6 / nbytes))
+    pairs = [(random_int4(k, n), random_int4(k, n)) for _ in range(copies)]
+    x = torch.randn(1, k, device="cuda").half()
+    (q1, s1), (q2, s2) = pairs[0]
+    a = x.float() @ dequantize_repacked(q1, s1, None, GROUP)
+    b = x.float() @ dequantize_repacked(q2, s2, None, GROUP)
+    ref = a.half() * torch.nn.functional.silu(b.half().float()).half()
+    res: dict = {"K": k, "N": n, "bytes": nbytes, "gated": [], "errors": {}}
+    best = None
+    for cfg in GATED_CONFIGS:
+        tag = cfg_tag(cfg)
+        try:
+            err = rel_err(
+                int4_gemv_gated(x, (q1, s1, None, None), (q2, s2, None, None), GROUP, ws, cfg), ref
+            )
+            calls = [
+                (
+                    lambda p=p, cfg=cfg: int4_gemv_gated(
+                        x, (*p[0], None, None), (*p[1], None, None), GROUP, ws, cfg
+                    )
+                )
+                for p in pairs * 2
+            ]
+            t = graph_time(calls)
+            res["gated"].append({"cfg": tag, "us": t * 1e6, "tbps": nbytes / t / 1e12, "err": err})
+            if err < 1e-2 and (best is None or t < best[0]):
+                best = (t, cfg, tag)
+        except Exception as e:  # noqa: BLE001 - a failing variant is reported, not fatal
+            res["errors"][tag] = repr(e)[:300]
+    if best is not None:
+        res["best"] = {"cfg": best[2], "us": best[0] * 1e6, "tbps": nbytes / best[0] / 1e12}
+        res["best_config"] = vars(best[1]).copy()
+    plain = GemvConfig(64, 4, 4, paired=False)
+    t = graph_time(
+        [
+            (
+                lambda p=p: silu_mul(
+                    int4_gemv(x, *p[0], None, None, GROUP, ws, plain),
+                    int4_gemv(x, *p[1], None, None, GROUP, ws, plain),
+                )
+            )
+            for p in pairs * 2
+        ]
+    )
+    res["unfused_us"] = t * 1e6
+    return res
+
+
+def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace, quick: bool = False) -> dict:
     nbytes = gbytes(k, n)
     copies = max(2, math.ceil(400e6 / nbytes))
     weights = [random_int4(k, n) for _ in range(copies)]
@@ -61,7 +120,7 @@ def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
 
     best = None
     for cfg in GEMV_CONFIGS:
-        tag = f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{'asm' if cfg.use_asm else 'tl'}"
+        tag = cfg_tag(cfg)
         try:
             errs = []
             for m in (1, 3):
@@ -85,9 +144,10 @@ def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
             res["errors"][tag] = repr(e)[:300]
     if best is not None:
         res["best_gemv"] = {"cfg": best[2], "us": best[0] * 1e6, "tbps": nbytes / best[0] / 1e12}
+        res["best_config"] = vars(best[1]).copy()
         cfg = best[1]
         sweep = {}
-        for m in M_SWEEP:
+        for m in () if quick else M_SWEEP:
             xm = x[:m]
             t = graph_time(
                 [
@@ -130,6 +190,8 @@ def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
     except Exception as e:  # noqa: BLE001
         res["errors"]["tinygemm"] = repr(e)[:300]
 
+    if quick:
+        return res
     xp = torch.randn(2048, k, device="cuda").half()
     ref = xp[:256].float() @ w_ref
     res["gemm"] = []
@@ -161,16 +223,19 @@ def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace) -> dict:
     return res
 
 
-def run_kernels() -> dict:
-    """All kernel measurements; returns a JSON-able dict."""
+def run_kernels(quick: bool = False) -> dict:
+    """All kernel measurements; returns a JSON-able dict (``quick``: GEMV sweeps and tinygemm only)."""
     bw = copy_bandwidth()
     ws = SplitKWorkspace(16, 32768, "cuda")
     shapes = {k: v for k, v in QWEN14B_LINEARS.items() if k != "mlp.w2"}
     out = {"copy_tbps": bw / 1e12, "shapes": {}}
     for name, (k, n) in shapes.items():
         log.info("shape %s", name)
-        out["shapes"][name] = bench_shape(name, k, n, ws)
+        out["shapes"][name] = bench_shape(name, k, n, ws, quick)
         torch.cuda.empty_cache()
+    log.info("gated w1 || w2")
+    out["gated_mlp"] = bench_gated(*QWEN14B_LINEARS["mlp.w1"], ws)
+    torch.cuda.empty_cache()
     return out
 
 
@@ -192,5 +257,11 @@ def kernel_table(res: dict) -> str:
             f"| {tg.get('tbps', float('nan')):.2f} | {ratio:.2f}x "
             f"| {gm.get('ms', float('nan')):.3f} ms {gm.get('tflops', float('nan')):.0f} TF/s "
             f"| {dq.get('dequant_ms', float('nan')):.3f}+{dq.get('matmul_ms', float('nan')):.3f} ms |"
+        )
+    g = res.get("gated_mlp", {})
+    if "best" in g:
+        lines.append(
+            f"| w1 || w2 gated ({g['K']}x2x{g['N']}) | {g['best']['us']:.1f} us ({g['best']['cfg']}) "
+            f"| {g['best']['tbps']:.2f} | unfused (2 GEMVs + SiLU) {g['unfused_us']:.1f} us | | | | |"
         )
     return "\n".join(lines)

@@ -25,7 +25,8 @@ def fast_decode_step(
     kv_len: int | None = None,
 ) -> torch.Tensor:
     """One decode step, batch 1: ``token`` ``(1, 1)`` at ``position`` ``(1,)`` -> logits ``(1, V)``."""
-    from llm.kernels.decode_ops import add_rmsnorm, decode_attention, rope_kv, silu_mul
+    from llm.kernels.decode_ops import add_rmsnorm, decode_attention, rope_kv
+    from llm.kernels.linear import gated_mlp
 
     cfg = model.config
     tr = model.transformer
@@ -40,7 +41,7 @@ def fast_decode_step(
         q = rope_kv(qkv, position, rope.cos, rope.sin, rope.logn, k_cache, v_cache, heads, head_dim)
         a = decode_attention(q, k_cache, v_cache, position)  # (C,)
         h = add_rmsnorm(x, blk.attn.c_proj(a.view(1, -1)).view(-1), blk.ln_2.weight, eps)
-        m = silu_mul(blk.mlp.w1(h.view(1, -1)), blk.mlp.w2(h.view(1, -1)))  # (1, F)
+        m = gated_mlp(blk.mlp.w1, blk.mlp.w2, h.view(1, -1))  # w1 * silu(w2), (1, F)
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
         h = add_rmsnorm(x, blk.mlp.c_proj(m).view(-1), nxt, eps)
     return model.lm_head(h.view(1, -1)).float()  # (1, V)

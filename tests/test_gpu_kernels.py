@@ -75,6 +75,7 @@ SHAPES = [  # (K, N, group, sym, bias)
     (512, 200, 32, True, False),
     (768, 136, -1, True, True),
     (13696, 256, 128, True, False),
+    (1024, 512, 128, False, True),
 ]
 
 
@@ -97,6 +98,7 @@ def test_gemv_matches_reference(shape, m: int) -> None:
         GemvConfig(128, 3),
         GemvConfig(256, 8, 8),
         GemvConfig(128, 2, use_asm=False),
+        GemvConfig(64, 4, paired=False),
     ):
         y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
         int4_gemv(
@@ -140,3 +142,58 @@ def test_int4_linear_cuda_equals_gptq_linear(m: int) -> None:
     accelerate(holder)
     assert isinstance(holder[0], Int4Linear)
     assert rel(holder[0](x), ref) < 1e-2
+
+
+GATED_SHAPES = [  # (K, N, sym, bias)
+    (5120, 256, True, False),
+    (1024, 128, False, True),
+    (13696, 128, True, False),
+]
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", GATED_SHAPES)
+@pytest.mark.parametrize("m", [1, 3])
+def test_gated_gemv_matches_reference(shape, m: int) -> None:
+    from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv_gated
+    from llm.kernels.linear import gated_mlp
+
+    k, n, sym, bias = shape
+    layers = [
+        make_gptq(k, n, 128, sym=sym, bias=bias, device="cuda", seed=k + n + m + i) for i in (0, 1)
+    ]
+    w1, w2 = (Int4Linear.from_gptq(layer) for layer in layers)
+    x = torch.randn(m, k, device="cuda").half()
+    a, b = (
+        (x.float() @ dequantize(la.qweight, la.qzeros, la.scales, la.g_idx)).half()
+        + (la.bias if bias else 0)
+        for la in layers
+    )
+    ref = a * torch.nn.functional.silu(b.float()).half()
+    ws = SplitKWorkspace(4, 2 * n, "cuda")
+    for cfg in (
+        GemvConfig(32, 1),
+        GemvConfig(32, 4),
+        GemvConfig(64, 3, 8),
+        GemvConfig(32, 2, use_asm=False),
+    ):
+        y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+        int4_gemv_gated(
+            x, (w1.qweight, w1.scales, w1.zeros, w1.bias), (w2.qweight, w2.scales, w2.zeros, w2.bias),
+            128, ws, cfg, out=y,
+        )  # fmt: skip
+        assert rel(y, ref) < 1e-2, cfg
+        assert not ws.acc.any() and not ws.counters.any()
+    w1.workspace = ws
+    assert rel(gated_mlp(w1, w2, x), ref) < 1e-2
+
+
+def test_gated_mlp_cpu_path_equals_the_model_formula() -> None:
+    from llm.kernels.linear import gated_mlp
+
+    layers = [make_gptq(256, 64, 128, sym=True, bias=False, seed=i) for i in (0, 1)]
+    w1, w2 = (Int4Linear.from_gptq(layer) for layer in layers)
+    x = torch.randn(2, 256)
+    ref = layers[0](x) * torch.nn.functional.silu(layers[1](x))
+    assert torch.allclose(gated_mlp(w1, w2, x), ref, rtol=1e-4, atol=1e-4)

@@ -65,6 +65,7 @@ class GemvConfig:
     split_k: int = 1
     num_warps: int = 4
     use_asm: bool = True
+    paired: bool = True  # the maskless paired-word kernel where the shape allows it
 
 
 class SplitKWorkspace:
@@ -214,6 +215,220 @@ def _int4_gemv_kernel(
             tl.store(cnt, 0)
 
 
+# Two packed words of one column (rows r and r + 8 of a 16-row tile, same scale group) against
+# their fp16 activation pairs: the 16 products are summed in one packed-fp16 accumulator, then
+# converted once; the caller multiplies the fp32 sum by 16 * scale.
+_DOT16_ASM = tl.constexpr(
+    """
+{
+.reg .b32 a0, a1, a2, a3, b0, b1, b2, b3, t, acc;
+.reg .b16 lo, hi;
+.reg .f32 flo, fhi;
+lop3.b32 a0, $1, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 a1, $1, 0x00F000F0, 0x64006400, 0xEA;
+shr.b32 t, $1, 8;
+lop3.b32 a2, t, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 a3, t, 0x00F000F0, 0x64006400, 0xEA;
+lop3.b32 b0, $2, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 b1, $2, 0x00F000F0, 0x64006400, 0xEA;
+shr.b32 t, $2, 8;
+lop3.b32 b2, t, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 b3, t, 0x00F000F0, 0x64006400, 0xEA;
+fma.rn.f16x2 a0, a0, $5, $3;
+fma.rn.f16x2 a1, a1, $6, $4;
+fma.rn.f16x2 a2, a2, $5, $3;
+fma.rn.f16x2 a3, a3, $6, $4;
+fma.rn.f16x2 b0, b0, $5, $3;
+fma.rn.f16x2 b1, b1, $6, $4;
+fma.rn.f16x2 b2, b2, $5, $3;
+fma.rn.f16x2 b3, b3, $6, $4;
+mul.rn.f16x2 acc, a0, $7;
+fma.rn.f16x2 acc, a1, $8, acc;
+fma.rn.f16x2 acc, a2, $9, acc;
+fma.rn.f16x2 acc, a3, $10, acc;
+fma.rn.f16x2 acc, b0, $11, acc;
+fma.rn.f16x2 acc, b1, $12, acc;
+fma.rn.f16x2 acc, b2, $13, acc;
+fma.rn.f16x2 acc, b3, $14, acc;
+mov.b32 {lo, hi}, acc;
+cvt.f32.f16 flo, lo;
+cvt.f32.f16 fhi, hi;
+add.f32 $0, flo, fhi;
+}
+"""
+)
+_C16 = tl.constexpr(0x2C002C00)  # fp16 pair (1/16, 1/16)
+_C256 = tl.constexpr(0x1C001C00)  # fp16 pair (1/256, 1/256)
+
+
+@triton.jit
+def _pair_dot(wa, wb, z, x_ptr32, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.constexpr,
+              USE_ASM: tl.constexpr):  # fmt: skip
+    """Sum over the 16 inputs of words ``wa`` (rows ``rows_a``) and ``wb`` (``rows_a + HALF``)."""
+    rows_b = rows_a + HALF
+    if USE_ASM:
+        if SYM:
+            zlo = tl.full(wa.shape, _SYM_ZLO, tl.int32)
+            zhi = tl.full(wa.shape, _SYM_ZHI, tl.int32)
+        else:
+            lo_bits = 0xD400 + z
+            hi_bits = 0xC400 + 16 * z
+            zlo = tl.broadcast_to(lo_bits | (lo_bits << 16), wa.shape)
+            zhi = tl.broadcast_to(hi_bits | (hi_bits << 16), wa.shape)
+        c16 = tl.full(wa.shape, _C16, tl.int32)
+        c256 = tl.full(wa.shape, _C256, tl.int32)
+        xa0 = tl.load(x_ptr32 + rows_a * 4 + 0)[:, None]
+        xa1 = tl.load(x_ptr32 + rows_a * 4 + 1)[:, None]
+        xa2 = tl.load(x_ptr32 + rows_a * 4 + 2)[:, None]
+        xa3 = tl.load(x_ptr32 + rows_a * 4 + 3)[:, None]
+        xb0 = tl.load(x_ptr32 + rows_b * 4 + 0)[:, None]
+        xb1 = tl.load(x_ptr32 + rows_b * 4 + 1)[:, None]
+        xb2 = tl.load(x_ptr32 + rows_b * 4 + 2)[:, None]
+        xb3 = tl.load(x_ptr32 + rows_b * 4 + 3)[:, None]
+        part = tl.inline_asm_elementwise(
+            _DOT16_ASM,
+            "=f,r,r,r,r,r,r,r,r,r,r,r,r,r,r",
+            [wa, wb, zlo, zhi, c16, c256, xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3],
+            dtype=tl.float32,
+            is_pure=True,
+            pack=1,
+        )
+    else:
+        if SYM:
+            zf = 8.0
+        else:
+            zf = z.to(tl.float32)
+        part = tl.zeros(wa.shape, tl.float32)
+        for j in tl.static_range(4):
+            xa_lo = tl.load(x_ptr16 + rows_a * 8 + 2 * j).to(tl.float32)[:, None]
+            xa_hi = tl.load(x_ptr16 + rows_a * 8 + 2 * j + 1).to(tl.float32)[:, None]
+            xb_lo = tl.load(x_ptr16 + rows_b * 8 + 2 * j).to(tl.float32)[:, None]
+            xb_hi = tl.load(x_ptr16 + rows_b * 8 + 2 * j + 1).to(tl.float32)[:, None]
+            part += xa_lo * (((wa >> (4 * j)) & 0xF).to(tl.float32) - zf)
+            part += xa_hi * (((wa >> (4 * j + 16)) & 0xF).to(tl.float32) - zf)
+            part += xb_lo * (((wb >> (4 * j)) & 0xF).to(tl.float32) - zf)
+            part += xb_hi * (((wb >> (4 * j + 16)) & 0xF).to(tl.float32) - zf)
+        part = part * 0.0625
+    return part
+
+
+@triton.jit
+def _tile_dot(qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
+              HAS_ZEROS: tl.constexpr, GROUP_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
+              USE_ASM: tl.constexpr, wa, wb):  # fmt: skip
+    """fp32 ``(BLOCK_R // 2, BLOCK_N)`` partial products of tile ``t`` (words already loaded)."""
+    g = (t * BLOCK_R) // GROUP_ROWS
+    s = tl.load(s_ptr + g * N + offs_n)[None, :].to(tl.float32)
+    if HAS_ZEROS:
+        z = tl.load(z_ptr + g * N + offs_n)[None, :]
+    else:
+        z = 8
+    part = _pair_dot(wa, wb, z, x_row32, x_row16, rows_a, BLOCK_R // 2, not HAS_ZEROS, USE_ASM)
+    return part * (s * 16.0)
+
+
+@triton.jit
+def _int4_gemv_even_kernel(
+    x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, qw2_ptr, s2_ptr, z2_ptr, b2_ptr, y_ptr, ws_ptr, cnt_ptr,
+    N, TILES_PER_SPLIT, NUM_TILES, stride_xm, stride_ym,
+    HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr, SPLIT_K,
+    SPLIT: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    USE_ASM: tl.constexpr,
+):  # fmt: skip
+    """No masks: N % BLOCK_N == 0, K/8 % BLOCK_R == 0, GROUP_ROWS % BLOCK_R == 0.
+
+    Each 16-row tile is read as two 8-row halves whose words pair up in one packed-fp16 dot.
+    ``GATED``: a second matrix (``qw2``...) against the same x; the output is ``y1 * silu(y2)``.
+    """
+    HALF: tl.constexpr = BLOCK_R // 2
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_h = tl.arange(0, HALF)
+    offs = offs_h[:, None] * N + offs_n[None, :]  # one half-tile, relative to its first row
+    half_step = HALF * N
+    x_row16 = x_ptr + pid_m * stride_xm
+    x_row32 = x_row16.to(tl.pointer_type(tl.int32))
+    t_begin = pid_k * TILES_PER_SPLIT
+    t_end = tl.minimum(t_begin + TILES_PER_SPLIT, NUM_TILES)
+    base = t_begin * BLOCK_R * N
+    wa = tl.load(qw_ptr + base + offs)
+    wb = tl.load(qw_ptr + base + half_step + offs)
+    acc = tl.zeros([HALF, BLOCK_N], tl.float32)
+    if GATED:
+        va = tl.load(qw2_ptr + base + offs)
+        vb = tl.load(qw2_ptr + base + half_step + offs)
+        acc2 = tl.zeros([HALF, BLOCK_N], tl.float32)
+    for t in range(t_begin, t_end):
+        rows_a = t * BLOCK_R + offs_h
+        nxt = tl.minimum(t + 1, t_end - 1) * BLOCK_R * N  # the last prefetch re-reads a tile
+        wa_next = tl.load(qw_ptr + nxt + offs)
+        wb_next = tl.load(qw_ptr + nxt + half_step + offs)
+        if GATED:
+            va_next = tl.load(qw2_ptr + nxt + offs)
+            vb_next = tl.load(qw2_ptr + nxt + half_step + offs)
+        acc += _tile_dot(
+            qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
+            HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, wa, wb,
+        )  # fmt: skip
+        wa = wa_next
+        wb = wb_next
+        if GATED:
+            acc2 += _tile_dot(
+                qw2_ptr, s2_ptr, z2_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
+                HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, va, vb,
+            )  # fmt: skip
+            va = va_next
+            vb = vb_next
+    col = tl.sum(acc, axis=0)  # (BLOCK_N,)
+    if GATED:
+        col2 = tl.sum(acc2, axis=0)
+    else:
+        col2 = col
+    y_row = y_ptr + pid_m * stride_ym
+    if SPLIT:
+        width = 2 * N if GATED else N
+        ws = ws_ptr + pid_m * width + offs_n
+        tl.atomic_add(ws, col, sem="relaxed")
+        if GATED:
+            tl.atomic_add(ws + N, col2, sem="relaxed")
+        tl.debug_barrier()
+        cnt = cnt_ptr + pid_m * tl.num_programs(0) + pid_n
+        ticket = tl.atomic_add(cnt, 1, sem="acq_rel")
+        if ticket == SPLIT_K - 1:
+            zero = tl.zeros([BLOCK_N], tl.float32)
+            col = tl.atomic_add(ws, zero, sem="acquire")
+            tl.store(ws, zero)
+            if GATED:
+                col2 = tl.atomic_add(ws + N, zero, sem="acquire")
+                tl.store(ws + N, zero)
+            _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
+            tl.store(cnt, 0)
+    else:
+        _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
+
+
+@triton.jit
+def _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS: tl.constexpr, GATED: tl.constexpr):
+    """Bias, the SiLU gate (fp16 between the steps, as the unfused ops round), store."""
+    dt = y_row.dtype.element_ty
+    if HAS_BIAS:
+        col += tl.load(b_ptr + offs_n).to(tl.float32)
+    if GATED:
+        if HAS_BIAS:
+            col2 += tl.load(b2_ptr + offs_n).to(tl.float32)
+        gate = col2.to(dt).to(tl.float32)
+        silu = (gate / (1.0 + tl.exp(-gate))).to(dt)
+        tl.store(y_row + offs_n, col.to(dt) * silu)
+    else:
+        tl.store(y_row + offs_n, col.to(dt))
+
+
+def _even(k8: int, n: int, group_rows: int, block_n: int) -> bool:
+    return n % block_n == 0 and k8 % BLOCK_R == 0 and group_rows % BLOCK_R == 0
+
+
 def int4_gemv(
     x: torch.Tensor,
     qweight: torch.Tensor,
@@ -231,20 +446,12 @@ def int4_gemv(
     if k != k8 * 8 or x.stride(1) != 1 or x.stride(0) % 2:
         raise ValueError(f"int4_gemv: x of shape {tuple(x.shape)} does not match qweight {k8}x{n}")
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
-    tiles = triton.cdiv(k8, BLOCK_R)
-    split = max(1, min(config.split_k, tiles))
-    per_split = triton.cdiv(tiles, split)
-    split = triton.cdiv(tiles, per_split)
-    grid_n = triton.cdiv(n, config.block_n)
-    if split > 1:
-        if workspace is None:
-            raise ValueError("int4_gemv: split_k > 1 needs a SplitKWorkspace")
-        workspace.check(m, n)
-        if grid_n * m > workspace.counters.numel():
-            raise ValueError("int4_gemv: workspace counters too small for this block size")
-        ws, cnt = workspace.acc, workspace.counters
-    else:
-        ws = cnt = y  # unused
+    group_rows = group_size // 8
+    if config.paired and _even(k8, n, group_rows, config.block_n):
+        return _launch_even(
+            x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config
+        )
+    tiles, split, per_split, grid_n, ws, cnt = _split_plan(k8, n, m, 1, workspace, config, y)
     _int4_gemv_kernel[(grid_n, split, m)](
         x,
         qweight,
@@ -271,3 +478,71 @@ def int4_gemv(
         num_warps=config.num_warps,
     )
     return y
+
+
+def _split_plan(k8: int, n: int, m: int, width: int, workspace, config: GemvConfig, y):
+    """Tiles, split count, tiles per split, column blocks, workspace and counters of a launch."""
+    tiles = triton.cdiv(k8, BLOCK_R)
+    split = max(1, min(config.split_k, tiles))
+    per_split = triton.cdiv(tiles, split)
+    split = triton.cdiv(tiles, per_split)
+    grid_n = triton.cdiv(n, config.block_n)
+    if split == 1:
+        return tiles, split, per_split, grid_n, y, y  # workspace unused
+    if workspace is None:
+        raise ValueError("int4_gemv: split_k > 1 needs a SplitKWorkspace")
+    workspace.check(m, width * n)
+    if grid_n * m > workspace.counters.numel():
+        raise ValueError("int4_gemv: workspace counters too small for this block size")
+    return tiles, split, per_split, grid_n, workspace.acc, workspace.counters
+
+
+def _launch_even(x, first, second, y, group_rows, workspace, config: GemvConfig) -> torch.Tensor:
+    """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
+    qweight, scales, zeros, bias = first
+    qw2, s2, z2, b2 = second if second is not None else first
+    m = x.shape[0]
+    k8, n = qweight.shape
+    gated = second is not None
+    tiles, split, per_split, grid_n, ws, cnt = _split_plan(
+        k8, n, m, 2 if gated else 1, workspace, config, y
+    )
+    _int4_gemv_even_kernel[(grid_n, split, m)](
+        x, qweight, scales, zeros if zeros is not None else qweight,
+        bias if bias is not None else scales, qw2, s2, z2 if z2 is not None else qw2,
+        b2 if b2 is not None else s2, y, ws, cnt, n, per_split, tiles, x.stride(0), y.stride(0),
+        HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
+        SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
+        USE_ASM=config.use_asm, num_warps=config.num_warps,
+    )  # fmt: skip
+    return y
+
+
+def gated_supported(k: int, n: int, group_size: int, block_n: int) -> bool:
+    """True when ``int4_gemv_gated`` can run these shapes (else use two GEMVs and ``silu_mul``)."""
+    return k % 8 == 0 and _even(k // 8, n, group_size // 8, block_n)
+
+
+def int4_gemv_gated(
+    x: torch.Tensor,
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+    second: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+    group_size: int,
+    workspace: SplitKWorkspace | None,
+    config: GemvConfig,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(x @ W1 + b1) * silu(x @ W2 + b2)`` in one launch; each matrix as (qweight, scales,
+    zeros, bias) in the repacked layout, both of one shape and quantisation kind."""
+    m, k = x.shape
+    k8, n = first[0].shape
+    if second[0].shape != first[0].shape or (first[2] is None) != (second[2] is None):
+        raise ValueError("int4_gemv_gated: the two matrices differ in shape or zero points")
+    if (first[3] is None) != (second[3] is None):
+        raise ValueError("int4_gemv_gated: bias on one matrix only")
+    if k != k8 * 8 or x.stride(1) != 1 or x.stride(0) % 2:
+        raise ValueError(f"int4_gemv_gated: x of shape {tuple(x.shape)} does not match {k8}x{n}")
+    if not gated_supported(k, n, group_size, config.block_n):
+        raise ValueError(f"int4_gemv_gated: {k}x{n} g{group_size} needs N % {config.block_n} == 0")
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
+    return _launch_even(x, first, second, y, group_size // 8, workspace, config)
