@@ -138,6 +138,7 @@ class Agent:
             from agent.defaults import load_default_llm
 
             llm = load_default_llm(model_dir)
+        _check_llm(llm)
         self.llm = llm
         self.max_steps = max_steps
         self.system = system
@@ -330,6 +331,15 @@ def _steps(events: Sequence[AgentEvent]) -> list[Step]:
         elif isinstance(event, ErrorEvent) and event.kind == "format":
             record.update(observation=event.message, is_error=True)
     return [Step(**record) for record in by_index.values()]
+
+
+def _check_llm(llm: object) -> None:
+    missing = [m for m in ("complete", "count_tokens") if not callable(getattr(llm, m, None))]
+    if missing:
+        raise TypeError(
+            f"llm must implement llm.types.LLM (complete, stream, count_tokens); "
+            f"{type(llm).__name__} lacks {', '.join(missing)}"
+        )
 
 
 def _check_positive(**settings: int) -> None:

@@ -313,6 +313,8 @@ def test_framework_errors_raise(tokenizer):
         Agent(llm, [search], family="json")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="query must be a str"):
         list(Agent(llm, [search]).stream(None))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="object lacks complete, count_tokens"):
+        Agent(object(), [search])  # type: ignore[arg-type]
 
 
 PIECES = st.sampled_from(
