@@ -8,6 +8,7 @@ the official ``qwen.tiktoken``, and ``model-0000N-of-0000M.safetensors`` shards 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -159,6 +160,13 @@ def make_tiny_checkpoint(path: str | Path, **overrides: Any) -> Path:
     num_shards = int(overrides.pop("num_shards", 2))
     seed = int(overrides.pop("seed", 0))
     quant_kw = {k: overrides.pop(k) for k in _QUANT_KEYS if k in overrides}
+    known = {f.name for f in dataclasses.fields(QwenConfig)} - {"quantization"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"make_tiny_checkpoint: unknown override(s) {', '.join(unknown)}; use QwenConfig "
+            f"fields, {', '.join(_QUANT_KEYS)}, num_shards or seed"
+        )
     quant = QuantizeConfig(**{"group_size": 32, **quant_kw})
     cfg = QwenConfig(**{**QWEN_SHAPES["tiny"], **overrides, "quantization": quant})
 

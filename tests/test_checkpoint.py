@@ -136,3 +136,5 @@ def test_variants_load(tmp_path: Path) -> None:
 def test_bad_override_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kv_channels"):
         make_tiny_checkpoint(tmp_path / "bad", hidden_size=48)
+    with pytest.raises(ValueError, match="unknown override.*hidden_sise"):
+        make_tiny_checkpoint(tmp_path / "typo", hidden_sise=48)
