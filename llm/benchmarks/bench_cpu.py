@@ -3,7 +3,7 @@
 Without ``--model-dir`` a tiny random checkpoint (the test shape unless overridden) is written
 to a temporary directory. Warm-up runs are excluded. Prints a table, then one JSON line.
 
-    python -m benchmarks.bench_cpu --prompt-tokens 128 --new-tokens 64
+    python -m llm.benchmarks.bench_cpu --prompt-tokens 128 --new-tokens 64
 """
 
 from __future__ import annotations

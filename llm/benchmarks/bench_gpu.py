@@ -3,7 +3,7 @@
 Random int4 weights at the full Qwen-14B-Chat-Int4 shape are made directly on the GPU (speed does
 not depend on the values). Prints a human table, writes a PNG plot and ends with one JSON line.
 
-    python -m benchmarks.bench_gpu --part kernels --out results/
+    python -m llm.benchmarks.bench_gpu --part kernels --out results/
 """
 
 from __future__ import annotations
@@ -35,17 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     if args.part in ("kernels", "all"):
-        from benchmarks.kernels_part import kernel_table, run_kernels
+        from llm.benchmarks.kernels_part import kernel_table, run_kernels
 
         report["kernels"] = run_kernels(quick=args.quick)
         print(kernel_table(report["kernels"]))
     if args.part in ("e2e", "all"):
-        from benchmarks.e2e_part import e2e_table, run_e2e
+        from llm.benchmarks.e2e_part import e2e_table, run_e2e
 
         report["e2e"] = run_e2e(args.out, quick=args.quick, tuned=report.get("kernels"))
         print(e2e_table(report["e2e"]))
     if args.part == "agent":
-        from benchmarks.e2e_part import run_agent
+        from llm.benchmarks.e2e_part import run_agent
 
         report["agent"] = run_agent()
     (args.out / "bench_gpu.json").write_text(json.dumps(report, indent=1))

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from benchmarks.kernel_bench import QWEN14B_LINEARS, copy_bandwidth, graph_time, rel_err
+from llm.benchmarks.kernel_bench import QWEN14B_LINEARS, copy_bandwidth, graph_time, rel_err
 from llm.kernels.gemm import GemmConfig, dequantize, int4_gemm
 from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv, int4_gemv_gated
 from llm.kernels.layout import unpack_repacked

@@ -1,6 +1,6 @@
 """Sandbox latency: cold start, warm `1+1` round trip (p50/p99), pool acquire.
 
-    python benchmarks/bench_sandbox.py [--isolation auto|bwrap|process] [--n 200]
+    python -m sandbox.bench [--isolation auto|bwrap|process] [--n 200]
 
 Prints a table, then one JSON line.
 """

@@ -215,7 +215,7 @@ def apply_tuning(model: torch.nn.Module, kernels: dict | None) -> dict:
 
 @torch.inference_mode()
 def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> dict:
-    from benchmarks.kernel_bench import copy_bandwidth
+    from llm.benchmarks.kernel_bench import copy_bandwidth
     from llm.kernels import accelerate
 
     bw = copy_bandwidth()
