@@ -51,6 +51,13 @@ def chunk(text: str, finish_reason: str | None = None) -> dict:
     return {"choices": [{"index": 0, "text": text, "finish_reason": finish_reason}]}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A test server that does not print a traceback when a timed-out client hangs up."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 class ScriptedServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = []
@@ -110,7 +117,7 @@ class ScriptedServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
