@@ -168,7 +168,10 @@ class Engine:
 
     # -- chat (Qwen's model.chat semantics) ------------------------------------------------
 
-    def _chat_ids(self, query: str, history: History | None, system: str) -> list[int]:
+    def _chat_request(
+        self, query: str, history: History | None, system: str, max_new_tokens: int | None
+    ) -> tuple[list[int], int]:
+        """Qwen's ChatML context ids for one turn, and the new-token limit to use."""
         _, ids = make_context(
             self.tokenizer,
             query,
@@ -176,7 +179,7 @@ class Engine:
             system=system,
             max_window_size=self.generation_config.max_window_size,
         )
-        return ids
+        return ids, max_new_tokens or self.generation_config.max_new_tokens
 
     def chat(
         self,
@@ -188,8 +191,7 @@ class Engine:
         max_new_tokens: int | None = None,
     ) -> tuple[str, History]:
         """One chat turn: ``(response, history + [(query, response)])``."""
-        ids = self._chat_ids(query, history, system)
-        limit = max_new_tokens or self.generation_config.max_new_tokens
+        ids, limit = self._chat_request(query, history, system, max_new_tokens)
         result = self.complete(ids, max_new_tokens=limit, sampling=sampling)
         response = result.text.strip()
         return response, [*(history or []), (query, response)]
@@ -204,8 +206,7 @@ class Engine:
         max_new_tokens: int | None = None,
     ) -> Iterator[str]:
         """Deltas of the response of one chat turn (leading whitespace dropped)."""
-        ids = self._chat_ids(query, history, system)
-        limit = max_new_tokens or self.generation_config.max_new_tokens
+        ids, limit = self._chat_request(query, history, system, max_new_tokens)
         started = False
         for delta in self.stream(ids, max_new_tokens=limit, sampling=sampling):
             if not started:
