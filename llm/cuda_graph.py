@@ -25,7 +25,7 @@ def fast_decode_step(
     kv_len: int | None = None,
 ) -> torch.Tensor:
     """One decode step, batch 1: ``token`` ``(1, 1)`` at ``position`` ``(1,)`` -> logits ``(1, V)``."""
-    from llm.kernels.decode_ops import add_rmsnorm, decode_attention, rope_kv
+    from llm.kernels.decode_ops import add_rmsnorm, decode_attention
     from llm.kernels.linear import gated_mlp
 
     cfg = model.config
@@ -38,8 +38,9 @@ def fast_decode_step(
     for i, blk in enumerate(blocks):
         k_cache, v_cache = cache.layer(i)  # (1, S, H, D)
         qkv = blk.attn.c_attn(h.view(1, -1)).view(-1)  # (3C,)
-        q = rope_kv(qkv, position, rope.cos, rope.sin, rope.logn, k_cache, v_cache, heads, head_dim)
-        a = decode_attention(q, k_cache, v_cache, position)  # (C,)
+        a = decode_attention(
+            qkv, position, rope.cos, rope.sin, rope.logn, k_cache, v_cache, heads, head_dim
+        )  # (C,); also writes this position's k/v into the cache
         h = add_rmsnorm(x, blk.attn.c_proj(a.view(1, -1)).view(-1), blk.ln_2.weight, eps)
         m = gated_mlp(blk.mlp.w1, blk.mlp.w2, h.view(1, -1))  # w1 * silu(w2), (1, F)
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
@@ -48,21 +49,31 @@ def fast_decode_step(
 
 
 class CudaGraphDecoder:
-    """A ``decode_step`` that replays ``fast_decode_step`` captured in a CUDA graph."""
+    """A ``decode_step`` that replays ``fast_decode_step`` captured in a CUDA graph.
+
+    ``token`` and ``position`` may be CPU tensors (``host_inputs``): they then reach the graph's
+    input buffer through one asynchronous copy from pinned memory, which costs the host far less
+    than making two device tensors per token.
+    """
+
+    host_inputs = True
 
     def __init__(self, step=fast_decode_step, warmup: int = 2) -> None:
         self.step = step
         self.warmup = warmup
         self._key: tuple[int, ...] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._token: torch.Tensor | None = None
-        self._position: torch.Tensor | None = None
+        self._inputs: torch.Tensor | None = None  # device (2,): token, position
+        self._staging: torch.Tensor | None = None  # pinned host twin of _inputs
+        self._copied: torch.cuda.Event | None = None  # the last staging -> device copy
         self._logits: torch.Tensor | None = None
 
     def _capture(self, model, rope, cache) -> None:
         device = cache.k.device
-        self._token = torch.zeros(1, 1, dtype=torch.long, device=device)
-        self._position = torch.zeros(1, dtype=torch.long, device=device)
+        self._inputs = torch.zeros(2, dtype=torch.long, device=device)
+        self._staging = torch.zeros(2, dtype=torch.long).pin_memory()
+        self._copied = torch.cuda.Event()
+        token, position = self._inputs[:1].view(1, 1), self._inputs[1:]
         # warm-up runs write position 0's cache slot: capture happens before any real decode
         # of that cache would read it back, and the real step rewrites the slot it attends to
         saved = (cache.k[:, :, 0].clone(), cache.v[:, :, 0].clone())
@@ -70,23 +81,34 @@ class CudaGraphDecoder:
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(self.warmup):
-                self.step(model, self._token, self._position, rope, cache)
+                self.step(model, token, position, rope, cache)
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._logits = self.step(model, self._token, self._position, rope, cache)
+            self._logits = self.step(model, token, position, rope, cache)
         cache.k[:, :, 0].copy_(saved[0])
         cache.v[:, :, 0].copy_(saved[1])
         self._graph = graph
         self._key = (id(model), id(rope), id(cache), cache.k.data_ptr(), rope.cos.data_ptr())
         log.info("captured the decode step as a CUDA graph")
 
+    def _set_inputs(self, token: torch.Tensor, position: torch.Tensor) -> None:
+        if token.device.type == "cpu" and position.device.type == "cpu":
+            self._copied.synchronize()  # the previous copy has read the staging buffer
+            view = self._staging.numpy()  # plain stores: no tensor dispatch per token
+            view[0] = int(token.reshape(()))
+            view[1] = int(position.reshape(()))
+            self._inputs.copy_(self._staging, non_blocking=True)
+            self._copied.record()
+        else:
+            self._inputs[:1].copy_(token.reshape(1))
+            self._inputs[1:].copy_(position.reshape(1))
+
     def __call__(self, model, token, position, rope, cache, kv_len=None) -> torch.Tensor:
         key = (id(model), id(rope), id(cache), cache.k.data_ptr(), rope.cos.data_ptr())
         if self._graph is None or key != self._key:
             self._capture(model, rope, cache)
-        self._token.copy_(token.view(1, 1))
-        self._position.copy_(position.view(1))
+        self._set_inputs(token, position)
         self._graph.replay()
         return self._logits.clone()
 

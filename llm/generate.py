@@ -134,8 +134,10 @@ class Generator:
         p = len(self.cached_ids)
         if p >= self.max_len:
             raise ValueError(f"the context window of {self.max_len} tokens is full")
-        tok = torch.tensor([[token]], dtype=torch.long, device=self.device)  # (1, 1)
-        pos = torch.tensor([p], dtype=torch.long, device=self.device)  # (1,)
+        # a step that takes host inputs copies them itself (one copy instead of two)
+        where = "cpu" if getattr(self.decode_step, "host_inputs", False) else self.device
+        tok = torch.tensor([[token]], dtype=torch.long, device=where)  # (1, 1)
+        pos = torch.tensor([p], dtype=torch.long, device=where)  # (1,)
         kv_len = p + 1 if self.slice_kv else None
         logits = self.decode_step(self.model, tok, pos, rope, cache, kv_len)
         self.cached_ids.append(token)

@@ -289,10 +289,9 @@ def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> di
 
 
 KERNEL_KINDS = (  # (substring of the kernel name, label)
-    ("_int4_gemv", "int4 GEMV (5 per layer)"),
-    ("_attn_", "attention (split + combine)"),
+    ("_int4_gemv", "int4 GEMV (4 per layer)"),
+    ("_attn_", "attention (rotary, KV write, split-KV, combine)"),
     ("_add_rmsnorm", "add + RMSNorm"),
-    ("_rope_kv", "rotary + KV write"),
     ("_silu_mul", "SiLU gate"),
     ("gemv", "lm_head (cuBLAS fp16)"),
     ("gemm", "lm_head (cuBLAS fp16)"),

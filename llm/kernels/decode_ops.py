@@ -1,10 +1,10 @@
 """Fused Triton kernels for the single-token decode step (batch 1, fp16 activations).
 
-``add_rmsnorm``: residual add and RMSNorm in one pass; ``rope_kv``: rotary (fp32), logN and the
-KV-cache write for one position read from a device tensor; ``decode_attention``: split-KV
-attention over the first ``position + 1`` cache slots (the length is read on the device, so one
-CUDA graph serves every context length); ``silu_mul``: ``a * silu(b)``. Rounding follows the
-PyTorch model: fp32 inside each op, fp16 between ops.
+``add_rmsnorm``: residual add and RMSNorm in one pass; ``decode_attention``: rotary (fp32) and
+logN for the new token, its KV-cache write, and split-KV attention over the first
+``position + 1`` cache slots, all in one launch (the position is read on the device, so one CUDA
+graph serves every context length); ``silu_mul``: ``a * silu(b)``. Rounding follows the PyTorch
+model: fp32 inside each op, fp16 between ops.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import triton.language as tl
 
 @triton.jit
 def _add_rmsnorm_kernel(
-    x_ptr, d_ptr, w_ptr, out_ptr, N, eps, HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr
-):
+    x_ptr, d_ptr, w_ptr, out_ptr, N, eps,
+    HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     offs = tl.arange(0, BLOCK)
     mask = offs < N
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAS_DELTA:
         x = x + tl.load(d_ptr + offs, mask=mask, other=0.0)
@@ -27,8 +29,7 @@ def _add_rmsnorm_kernel(
     xf = x.to(tl.float32)
     inv = tl.rsqrt(tl.sum(xf * xf, axis=0) / N + eps)
     normed = (xf * inv).to(x_ptr.dtype.element_ty)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(x_ptr.dtype.element_ty)
-    tl.store(out_ptr + offs, normed * w, mask=mask)
+    tl.store(out_ptr + offs, normed * w.to(x_ptr.dtype.element_ty), mask=mask)
 
 
 def add_rmsnorm(
@@ -46,34 +47,111 @@ def add_rmsnorm(
 
 
 @triton.jit
-def _rope_kv_kernel(
-    qkv_ptr, pos_ptr, cos_ptr, sin_ptr, logn_ptr, q_ptr, kc_ptr, vc_ptr, C, stride_s,
-    D: tl.constexpr, HALF: tl.constexpr,
+def _rotate(src_ptr, cos_ptr, sin_ptr, pos, dd, D: tl.constexpr, HALF: tl.constexpr):
+    """Qwen's rotary embedding of one head (``rotate_half`` form) at ``pos``, in fp32."""
+    a = tl.load(src_ptr + dd).to(tl.float32)
+    b = tl.load(src_ptr + (dd + HALF) % D).to(tl.float32)
+    c = tl.load(cos_ptr + pos * D + dd)
+    s = tl.load(sin_ptr + pos * D + dd)
+    return a * c + tl.where(dd < HALF, -b, b) * s
+
+
+@triton.jit
+def _attn_decode_kernel(
+    qkv_ptr, pos_ptr, cos_ptr, sin_ptr, logn_ptr, kc_ptr, vc_ptr, part_ptr, cnt_ptr, o_ptr,
+    C, stride_s, scale,
+    D: tl.constexpr, HALF: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
+    """One (head, split): online softmax over its share of the cached slots ``0..pos-1``.
+
+    The last split of a head to finish (a ticket counter) rotates the new token's k, writes k/v
+    into slot ``pos``, and merges every split's partial result with the new token's own term.
+    """
     h = tl.program_id(0)
-    pos = tl.load(pos_ptr)
-    d = tl.arange(0, HALF)
-    c1 = tl.load(cos_ptr + pos * D + d)
-    c2 = tl.load(cos_ptr + pos * D + HALF + d)
-    s1 = tl.load(sin_ptr + pos * D + d)
-    s2 = tl.load(sin_ptr + pos * D + HALF + d)
-    base = h * D
-    dt = q_ptr.dtype.element_ty
-    q1 = tl.load(qkv_ptr + base + d).to(tl.float32)
-    q2 = tl.load(qkv_ptr + base + HALF + d).to(tl.float32)
-    logn = tl.load(logn_ptr + pos).to(dt)
-    tl.store(q_ptr + base + d, (q1 * c1 - q2 * s1).to(dt) * logn)
-    tl.store(q_ptr + base + HALF + d, (q2 * c2 + q1 * s2).to(dt) * logn)
-    k1 = tl.load(qkv_ptr + C + base + d).to(tl.float32)
-    k2 = tl.load(qkv_ptr + C + base + HALF + d).to(tl.float32)
-    slot = pos * stride_s + base
-    tl.store(kc_ptr + slot + d, (k1 * c1 - k2 * s1).to(dt))
-    tl.store(kc_ptr + slot + HALF + d, (k2 * c2 + k1 * s2).to(dt))
+    sp = tl.program_id(1)
+    pos = tl.load(pos_ptr).to(tl.int32)
+    chunk = tl.cdiv(tl.cdiv(pos, SPLITS), BLOCK_S) * BLOCK_S
+    start = sp * chunk
+    end = tl.minimum(start + chunk, pos)
     dd = tl.arange(0, D)
-    tl.store(vc_ptr + slot + dd, tl.load(qkv_ptr + 2 * C + base + dd))
+    offs = start + tl.arange(0, BLOCK_S)
+    ptrs = offs[:, None] * stride_s + h * D + dd[None, :]
+    valid = offs < end
+    k = tl.load(kc_ptr + ptrs, mask=valid[:, None], other=0.0)  # the first block, early
+    v = tl.load(vc_ptr + ptrs, mask=valid[:, None], other=0.0)
+    dt = o_ptr.dtype.element_ty
+    logn = tl.load(logn_ptr + pos).to(dt)
+    q16 = _rotate(qkv_ptr + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF).to(dt) * logn
+    q = q16.to(tl.float32) * scale
+    m = tl.full([1], float("-inf"), tl.float32)
+    l_sum = tl.zeros([1], tl.float32)
+    acc = tl.zeros([D], tl.float32)
+    for s0 in range(start, end, BLOCK_S):
+        nxt = s0 + BLOCK_S + tl.arange(0, BLOCK_S)
+        valid_next = nxt < end
+        nptrs = nxt[:, None] * stride_s + h * D + dd[None, :]
+        k_next = tl.load(kc_ptr + nptrs, mask=valid_next[:, None], other=0.0)
+        v_next = tl.load(vc_ptr + nptrs, mask=valid_next[:, None], other=0.0)
+        scores = tl.sum(k.to(tl.float32) * q[None, :], axis=1)
+        scores = tl.where(valid, scores, float("-inf"))  # (BLOCK_S,)
+        m_new = tl.maximum(m, tl.max(scores, axis=0))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(scores - m_new)
+        l_sum = l_sum * alpha + tl.sum(p, axis=0)
+        acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+        m = m_new
+        k, v, valid = k_next, v_next, valid_next
+    row = part_ptr + (h * SPLITS + sp) * (D + 2)
+    tl.store(row + dd, acc)
+    tl.store(row + D + tl.arange(0, 1), m)
+    tl.store(row + D + 1 + tl.arange(0, 1), l_sum)
+    tl.debug_barrier()
+    ticket = tl.atomic_add(cnt_ptr + h, 1, sem="acq_rel")
+    if ticket == SPLITS - 1:
+        k_new = _rotate(qkv_ptr + C + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF).to(dt)
+        v_new = tl.load(qkv_ptr + 2 * C + h * D + dd)
+        slot = pos * stride_s + h * D + dd
+        tl.store(kc_ptr + slot, k_new)
+        tl.store(vc_ptr + slot, v_new)
+        s_new = tl.sum(q * k_new.to(tl.float32), axis=0)
+        rows = part_ptr + (h * SPLITS + tl.arange(0, SPLITS)) * (D + 2)
+        ms = tl.load(rows + D, cache_modifier=".cg")
+        ls = tl.load(rows + D + 1, cache_modifier=".cg")
+        accs = tl.load(rows[:, None] + dd[None, :], cache_modifier=".cg")
+        m_all = tl.maximum(tl.max(ms, axis=0), s_new)
+        w = tl.where(ls > 0, tl.exp(ms - m_all), 0.0)
+        w_new = tl.exp(s_new - m_all)
+        num = tl.sum(accs * w[:, None], axis=0) + w_new * v_new.to(tl.float32)
+        den = tl.sum(ls * w, axis=0) + w_new
+        tl.store(o_ptr + h * D + dd, (num / den).to(dt))
+        tl.store(cnt_ptr + h, 0)
 
 
-def rope_kv(
+ATTN_BLOCK_S = 64  # cache slots per loop step of one split
+ATTN_WARPS = 4
+
+
+class AttentionWorkspace:
+    """Per-split partial results and per-head ticket counters (counters kept at zero)."""
+
+    def __init__(self, heads: int, head_dim: int, splits: int, device: torch.device) -> None:
+        self.splits = splits
+        self.partials = torch.empty(heads, splits, head_dim + 2, dtype=torch.float32, device=device)
+        self.counters = torch.zeros(heads, dtype=torch.int32, device=device)
+
+
+_WORKSPACES: dict[tuple, AttentionWorkspace] = {}
+
+
+def attention_workspace(heads: int, head_dim: int, device: torch.device, splits: int = 16):
+    """The shared workspace for these sizes (made once, outside any CUDA-graph capture)."""
+    key = (heads, head_dim, splits, str(device))
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = AttentionWorkspace(heads, head_dim, splits, device)
+    return _WORKSPACES[key]
+
+
+def decode_attention(
     qkv: torch.Tensor,
     position: torch.Tensor,
     cos: torch.Tensor,
@@ -83,85 +161,22 @@ def rope_kv(
     v_cache: torch.Tensor,
     heads: int,
     head_dim: int,
+    workspace: AttentionWorkspace | None = None,
 ) -> torch.Tensor:
-    """Rotate q/k of one token at ``position``, scale q by logN, write k/v into the cache.
+    """Attention of one new token, from the fused ``[q | k | v]`` projection ``(3C,)``.
 
-    ``qkv`` holds ``[q | k | v]`` (3C,); caches are ``(1, S, H, D)``. Returns q ``(H, D)``.
+    Rotates q and k at ``position`` (a device tensor), scales q by logN, writes k/v into cache
+    slot ``position`` (caches ``(1, S, H, D)``) and attends over slots ``0..position``; returns
+    ``(H*D,)``. Rounding follows the PyTorch model: fp32 inside, fp16 q/k/v.
     """
-    q = torch.empty(heads, head_dim, dtype=qkv.dtype, device=qkv.device)
-    _rope_kv_kernel[(heads,)](
-        qkv, position, cos, sin, logn, q, k_cache, v_cache, heads * head_dim, k_cache.stride(1),
-        D=head_dim, HALF=head_dim // 2, num_warps=1,
+    ws = workspace or attention_workspace(heads, head_dim, qkv.device)
+    o = torch.empty(heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    _attn_decode_kernel[(heads, ws.splits)](
+        qkv, position, cos, sin, logn, k_cache, v_cache, ws.partials, ws.counters, o,
+        heads * head_dim, k_cache.stride(1), head_dim**-0.5,
+        D=head_dim, HALF=head_dim // 2, SPLITS=ws.splits, BLOCK_S=ATTN_BLOCK_S,
+        num_warps=ATTN_WARPS,
     )  # fmt: skip
-    return q
-
-
-@triton.jit
-def _attn_split_kernel(
-    q_ptr, kc_ptr, vc_ptr, pos_ptr, part_ptr, stride_s, scale,
-    D: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
-):  # fmt: skip
-    h = tl.program_id(0)
-    sp = tl.program_id(1)
-    kv_len = tl.load(pos_ptr).to(tl.int32) + 1
-    chunk = tl.cdiv(tl.cdiv(kv_len, SPLITS), BLOCK_S) * BLOCK_S
-    start = sp * chunk
-    end = tl.minimum(start + chunk, kv_len)
-    dd = tl.arange(0, D)
-    q = tl.load(q_ptr + h * D + dd).to(tl.float32) * scale
-    m = tl.full([1], float("-inf"), tl.float32)
-    l_sum = tl.zeros([1], tl.float32)
-    acc = tl.zeros([D], tl.float32)
-    for s0 in range(start, end, BLOCK_S):
-        offs = s0 + tl.arange(0, BLOCK_S)
-        valid = offs < end
-        ptrs = offs[:, None] * stride_s + h * D + dd[None, :]
-        k = tl.load(kc_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-        v = tl.load(vc_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-        scores = tl.where(valid, tl.sum(k * q[None, :], axis=1), float("-inf"))  # (BLOCK_S,)
-        m_new = tl.maximum(m, tl.max(scores, axis=0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(scores - m_new)
-        l_sum = l_sum * alpha + tl.sum(p, axis=0)
-        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
-        m = m_new
-    out = part_ptr + (h * SPLITS + sp) * (D + 2)
-    tl.store(out + dd, acc)
-    tl.store(out + D + tl.arange(0, 1), m)
-    tl.store(out + D + 1 + tl.arange(0, 1), l_sum)
-
-
-@triton.jit
-def _attn_combine_kernel(part_ptr, o_ptr, D: tl.constexpr, SPLITS: tl.constexpr):
-    h = tl.program_id(0)
-    sp = tl.arange(0, SPLITS)
-    dd = tl.arange(0, D)
-    rows = part_ptr + (h * SPLITS + sp) * (D + 2)
-    m = tl.load(rows + D)
-    l_sum = tl.load(rows + D + 1)
-    m_all = tl.max(m, axis=0)
-    w = tl.where(l_sum > 0, tl.exp(m - m_all), 0.0)
-    acc = tl.load(rows[:, None] + dd[None, :])
-    o = tl.sum(acc * w[:, None], axis=0) / tl.sum(l_sum * w, axis=0)
-    tl.store(o_ptr + h * D + dd, o.to(o_ptr.dtype.element_ty))
-
-
-def decode_attention(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    position: torch.Tensor,
-    splits: int = 16,
-) -> torch.Tensor:
-    """Softmax attention of q ``(H, D)`` over cache slots ``0..position``; returns ``(H*D,)``."""
-    heads, d = q.shape
-    part = torch.empty(heads, splits, d + 2, dtype=torch.float32, device=q.device)
-    _attn_split_kernel[(heads, splits)](
-        q, k_cache, v_cache, position, part, k_cache.stride(1), d**-0.5,
-        D=d, SPLITS=splits, BLOCK_S=32, num_warps=4,
-    )  # fmt: skip
-    o = torch.empty(heads * d, dtype=q.dtype, device=q.device)
-    _attn_combine_kernel[(heads,)](part, o, D=d, SPLITS=splits, num_warps=4)
     return o
 
 
