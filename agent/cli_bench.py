@@ -47,8 +47,8 @@ def _one_repeat(engine: Any, ids: list[int], new_tokens: int) -> tuple[float, fl
     token = int(generator.prefill(ids).argmax())
     _sync(device)
     first = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        token = int(generator.decode(token).argmax())
+    for _ in generator.greedy_continue(token, new_tokens - 1):
+        pass
     _sync(device)
     return first - start, time.perf_counter() - first
 

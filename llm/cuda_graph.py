@@ -10,6 +10,7 @@ replays it; install it with ``generator.decode_step = CudaGraphDecoder()``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -51,29 +52,46 @@ def fast_decode_step(
 class CudaGraphDecoder:
     """A ``decode_step`` that replays ``fast_decode_step`` captured in a CUDA graph.
 
-    ``token`` and ``position`` may be CPU tensors (``host_inputs``): they then reach the graph's
-    input buffer through one asynchronous copy from pinned memory, which costs the host far less
-    than making two device tensors per token.
+    The graph also makes the greedy choice on the device (repetition penalty over a device
+    mask, then argmax) and feeds it back as the next step's input, so ``greedy`` can keep one
+    step queued ahead of the host. ``token`` and ``position`` may be CPU tensors
+    (``host_inputs``): they reach the graph through one asynchronous pinned-memory copy.
     """
 
     host_inputs = True
+    RING = 4  # pinned slots for chosen ids in flight to the host
 
     def __init__(self, step=fast_decode_step, warmup: int = 2) -> None:
         self.step = step
         self.warmup = warmup
         self._key: tuple[int, ...] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._inputs: torch.Tensor | None = None  # device (2,): token, position
-        self._staging: torch.Tensor | None = None  # pinned host twin of _inputs
-        self._copied: torch.cuda.Event | None = None  # the last staging -> device copy
         self._logits: torch.Tensor | None = None
+
+    def _allocate(self, device: torch.device, vocab: int) -> None:
+        self._inputs = torch.zeros(2, dtype=torch.long, device=device)  # token, position
+        self._staging = torch.zeros(2, dtype=torch.long).pin_memory()  # host twin of _inputs
+        self._copied = torch.cuda.Event()  # the last staging -> device copy
+        self._seen = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self._penalty = torch.ones(1, dtype=torch.float32, device=device)
+        self._choice = torch.zeros(1, dtype=torch.long, device=device)
+        self._ring = torch.zeros(self.RING, dtype=torch.long).pin_memory()
+        self._ring_ready = [torch.cuda.Event() for _ in range(self.RING)]
+
+    def _step_and_choose(self, model, rope, cache) -> torch.Tensor:
+        """The decode step, then the greedy choice fed back as the next step's input."""
+        logits = self.step(model, self._inputs[:1].view(1, 1), self._inputs[1:], rope, cache)
+        penalized = torch.where(logits < 0, logits * self._penalty, logits / self._penalty)
+        choice = torch.where(self._seen, penalized, logits).argmax(-1)  # (1,)
+        self._choice.copy_(choice)
+        self._inputs[:1].copy_(choice)
+        self._inputs[1:].add_(1)
+        self._seen.index_fill_(0, choice, True)
+        return logits
 
     def _capture(self, model, rope, cache) -> None:
         device = cache.k.device
-        self._inputs = torch.zeros(2, dtype=torch.long, device=device)
-        self._staging = torch.zeros(2, dtype=torch.long).pin_memory()
-        self._copied = torch.cuda.Event()
-        token, position = self._inputs[:1].view(1, 1), self._inputs[1:]
+        self._allocate(device, model.config.vocab_size)
         # warm-up runs write position 0's cache slot: capture happens before any real decode
         # of that cache would read it back, and the real step rewrites the slot it attends to
         saved = (cache.k[:, :, 0].clone(), cache.v[:, :, 0].clone())
@@ -81,16 +99,25 @@ class CudaGraphDecoder:
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(self.warmup):
-                self.step(model, token, position, rope, cache)
+                self._inputs.zero_()
+                self._step_and_choose(model, rope, cache)
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._logits = self.step(model, token, position, rope, cache)
+            self._logits = self._step_and_choose(model, rope, cache)
         cache.k[:, :, 0].copy_(saved[0])
         cache.v[:, :, 0].copy_(saved[1])
         self._graph = graph
-        self._key = (id(model), id(rope), id(cache), cache.k.data_ptr(), rope.cos.data_ptr())
+        self._key = self._key_of(model, rope, cache)
         log.info("captured the decode step as a CUDA graph")
+
+    @staticmethod
+    def _key_of(model, rope, cache) -> tuple[int, ...]:
+        return (id(model), id(rope), id(cache), cache.k.data_ptr(), rope.cos.data_ptr())
+
+    def _ready(self, model, rope, cache) -> None:
+        if self._graph is None or self._key_of(model, rope, cache) != self._key:
+            self._capture(model, rope, cache)
 
     def _set_inputs(self, token: torch.Tensor, position: torch.Tensor) -> None:
         if token.device.type == "cpu" and position.device.type == "cpu":
@@ -105,12 +132,44 @@ class CudaGraphDecoder:
             self._inputs[1:].copy_(position.reshape(1))
 
     def __call__(self, model, token, position, rope, cache, kv_len=None) -> torch.Tensor:
-        key = (id(model), id(rope), id(cache), cache.k.data_ptr(), rope.cos.data_ptr())
-        if self._graph is None or key != self._key:
-            self._capture(model, rope, cache)
+        self._ready(model, rope, cache)
         self._set_inputs(token, position)
         self._graph.replay()
         return self._logits.clone()
+
+    def greedy(
+        self,
+        model,
+        rope,
+        cache,
+        token: int,
+        position: int,
+        steps: int,
+        seen: torch.Tensor,
+        repetition_penalty: float = 1.0,
+    ) -> Iterator[int]:
+        """Feed ``token`` at ``position``; yield the next ``steps`` greedy ids.
+
+        Step ``j + 1`` is queued before the id of step ``j`` is read back, so the GPU runs
+        steps back to back. ``seen`` marks the ids the repetition penalty applies to.
+        """
+        self._ready(model, rope, cache)
+        self._seen.copy_(seen)
+        self._penalty.fill_(repetition_penalty)
+        self._set_inputs(torch.tensor(token), torch.tensor(position))
+        ring = self._ring.numpy()
+
+        def queue(j: int) -> None:
+            self._graph.replay()
+            self._ring[j % self.RING].copy_(self._choice[0], non_blocking=True)
+            self._ring_ready[j % self.RING].record()
+
+        queue(0)
+        for j in range(steps):
+            if j + 1 < steps:
+                queue(j + 1)
+            self._ring_ready[j % self.RING].synchronize()
+            yield int(ring[j % self.RING])
 
 
 def install(generator: object) -> None:

@@ -162,6 +162,7 @@ class Generator:
         seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         seen[torch.tensor(list(prompt_ids), dtype=torch.long, device=self.device)] = True
         generator = make_generator(sampling, self.device)
+        greedy_ahead = not sampling.do_sample and hasattr(self.decode_step, "greedy")
         for i in range(max_new_tokens):
             token = sample_token(logits, seen, sampling, generator)
             yield token
@@ -169,7 +170,56 @@ class Generator:
             if token in stop_ids or last or len(self.cached_ids) >= self.max_len:
                 return
             seen[token] = True
+            if greedy_ahead:
+                rest = self.greedy_continue(
+                    token, max_new_tokens - 1 - i, seen, sampling.repetition_penalty
+                )
+                for token in rest:
+                    yield token
+                    if token in stop_ids:
+                        return
+                return
             logits = self.decode(token)
+
+    @torch.inference_mode()
+    def greedy_continue(
+        self,
+        token: int,
+        max_tokens: int,
+        seen: torch.Tensor | None = None,
+        repetition_penalty: float = 1.0,
+    ) -> Iterator[int]:
+        """Feed ``token``, then yield up to ``max_tokens`` greedy ids, feeding each in turn.
+
+        Stops early when the window is full. ``seen`` (a boolean mask of the vocabulary, updated
+        in place on the host path) marks the ids the repetition penalty applies to. A decode
+        step that chooses on the device (``decode_step.greedy``) keeps one step queued ahead
+        of the host, so the GPU never waits for the host between tokens; the step queued after
+        the consumer stops writes only a cache slot past ``cached_ids``.
+        """
+        steps = min(max_tokens, self.max_len - len(self.cached_ids))
+        if steps <= 0:
+            return
+        if seen is None:
+            seen = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=self.device)
+        seen[token] = True
+        if hasattr(self.decode_step, "greedy"):
+            cache, rope = self._ensure_buffers()
+            chosen = self.decode_step.greedy(
+                self.model, rope, cache, token, len(self.cached_ids), steps, seen,
+                repetition_penalty,
+            )  # fmt: skip
+            for nxt in chosen:
+                self.cached_ids.append(token)
+                yield nxt
+                token = nxt
+            return
+        penalty = SamplingParams(do_sample=False, repetition_penalty=repetition_penalty)
+        for _ in range(steps):
+            logits = self.decode(token)
+            token = sample_token(logits, seen, penalty)
+            seen[token] = True
+            yield token
 
     def window_full(self) -> bool:
         return len(self.cached_ids) >= self.max_len

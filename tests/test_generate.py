@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from llm.engine import load_engine
-from llm.generate import Generator
+from llm.generate import Generator, decode_one_token
+from llm.sampling import sample_token
 from llm.stopping import StopStrings
 from llm.types import SamplingParams
 
@@ -164,3 +165,60 @@ def test_cache_tensors_are_static(engine) -> None:
     assert engine.generator.rope.cos.data_ptr() == cos_ptr
     assert cache.k.shape == (2, 1, 256, 4, 16)
     assert torch.isfinite(cache.k).all()
+
+
+class ChoosingStep:
+    """A decode step that also offers ``greedy`` (as the CUDA-graph step does), built here on
+    the plain PyTorch step so the generator's use of it can be checked on the CPU."""
+
+    def __call__(self, model, token, position, rope, cache, kv_len=None):
+        return decode_one_token(model, token, position, rope, cache, kv_len)
+
+    def greedy(self, model, rope, cache, token, position, steps, seen, repetition_penalty=1.0):
+        params = SamplingParams(do_sample=False, repetition_penalty=repetition_penalty)
+        seen = seen.clone()
+        for j in range(steps):
+            tok = torch.tensor([[token]])
+            pos = torch.tensor([position + j])
+            logits = decode_one_token(model, tok, pos, rope, cache, position + j + 1)[0]
+            token = sample_token(logits, seen, params)
+            seen[token] = True
+            yield token
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_continue_equals_generate(engine, penalty: float) -> None:
+    ids = list(range(900, 920))
+    params = SamplingParams(do_sample=False, repetition_penalty=penalty)
+    want = list(engine.generator.generate(ids, max_new_tokens=12, sampling=params))
+    gen = Generator(engine.model, max_len=64, device=engine.device, dtype=engine.dtype)
+    first = int(sample_token(gen.prefill(ids), _mask(ids), params))
+    seen = _mask(ids)
+    rest = list(gen.greedy_continue(first, 11, seen, penalty))
+    assert [first, *rest] == want
+    assert gen.cached_ids == ids + [first, *rest[:-1]]  # the last id is chosen, not fed
+
+
+def test_greedy_continue_stops_at_a_full_window(engine) -> None:
+    gen = Generator(engine.model, max_len=24, device=engine.device, dtype=engine.dtype)
+    gen.prefill(list(range(900, 920)))
+    assert len(list(gen.greedy_continue(5, 100))) == 4
+    assert len(gen.cached_ids) == 24 and gen.window_full()
+
+
+def test_generate_uses_a_step_that_chooses_ahead(engine) -> None:
+    ids = list(range(900, 920))
+    plain = list(engine.generator.generate(ids, max_new_tokens=10, sampling=GREEDY))
+    gen = Generator(engine.model, max_len=64, device=engine.device, dtype=engine.dtype)
+    gen.decode_step = ChoosingStep()
+    assert list(gen.generate(ids, max_new_tokens=10, sampling=GREEDY)) == plain
+    stop = plain[4]
+    cut = list(gen.generate(ids, max_new_tokens=10, sampling=GREEDY, stop_ids=frozenset({stop})))
+    assert cut == plain[: plain.index(stop) + 1]
+    assert gen.cached_ids == ids + cut[:-1]
+
+
+def _mask(ids: list[int]) -> torch.Tensor:
+    seen = torch.zeros(152064, dtype=torch.bool)
+    seen[ids] = True
+    return seen

@@ -81,3 +81,29 @@ def test_engine_generates_after_acceleration(engines) -> None:
     _, gpu = engines
     out = gpu.complete("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", max_new_tokens=8)
     assert len(out.token_ids) >= 1
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_on_the_device_equals_the_host_choice(engines, penalty: float) -> None:
+    from llm.sampling import sample_token
+    from llm.types import SamplingParams
+
+    _, gpu = engines
+    gen = gpu.generator
+    params = SamplingParams(do_sample=False, repetition_penalty=penalty)
+    ids = list(range(2000, 2040))
+    mask = torch.zeros(gpu.model.config.vocab_size, dtype=torch.bool, device="cuda")
+    mask[ids] = True
+    gen.reset()
+    first = sample_token(gen.prefill(ids), mask, params)
+    ahead = list(gen.greedy_continue(first, 24, mask.clone(), penalty))
+    assert gen.cached_ids == ids + [first, *ahead[:-1]]
+    gen.reset()
+    gen.prefill(ids)
+    seen, token, host = mask.clone(), first, []
+    seen[first] = True
+    for _ in range(24):
+        token = sample_token(gen.decode(token), seen, params)
+        seen[token] = True
+        host.append(token)
+    assert ahead == host
