@@ -15,11 +15,13 @@ from llm.kernels.reference import dequantize_repacked
 
 log = logging.getLogger("bench_gpu")
 GROUP = 128
+# split counts 5, 6 and 12 fill one wave of the H200's 132 SMs more fully at the Qwen shapes
 GEMV_CONFIGS = [
     GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64, 128) for s in (4, 8, 16)
-] + [GemvConfig(block_n=64, split_k=s, num_warps=4, paired=False) for s in (4, 8)]
+] + [GemvConfig(block_n=64, split_k=s, num_warps=4) for s in (5, 6, 12)]
+GEMV_CONFIGS += [GemvConfig(block_n=64, split_k=s, num_warps=4, paired=False) for s in (4, 5, 6, 8)]
 GATED_CONFIGS = [
-    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 4, 8)
+    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 3, 4, 5, 6, 8)
 ]
 GEMM_CONFIGS = [
     GemmConfig(128, 128, 64, 8, 8, 3),
