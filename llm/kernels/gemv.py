@@ -66,6 +66,7 @@ class GemvConfig:
     num_warps: int = 4
     use_asm: bool = True
     paired: bool = True  # the maskless paired-word kernel where the shape allows it
+    weight_evict: str = ""  # paired kernel: L2 eviction hint of the weight loads ("evict_first")
 
 
 class SplitKWorkspace:
@@ -333,7 +334,7 @@ def _int4_gemv_even_kernel(
     N, TILES_PER_SPLIT, NUM_TILES, stride_xm, stride_ym,
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr, SPLIT_K,
     SPLIT: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
-    USE_ASM: tl.constexpr,
+    USE_ASM: tl.constexpr, W_EVICT: tl.constexpr,
 ):  # fmt: skip
     """No masks: N % BLOCK_N == 0, K/8 % BLOCK_R == 0, GROUP_ROWS % BLOCK_R == 0.
 
@@ -353,21 +354,21 @@ def _int4_gemv_even_kernel(
     t_begin = pid_k * TILES_PER_SPLIT
     t_end = tl.minimum(t_begin + TILES_PER_SPLIT, NUM_TILES)
     base = t_begin * BLOCK_R * N
-    wa = tl.load(qw_ptr + base + offs)
-    wb = tl.load(qw_ptr + base + half_step + offs)
+    wa = tl.load(qw_ptr + base + offs, eviction_policy=W_EVICT)
+    wb = tl.load(qw_ptr + base + half_step + offs, eviction_policy=W_EVICT)
     acc = tl.zeros([HALF, BLOCK_N], tl.float32)
     if GATED:
-        va = tl.load(qw2_ptr + base + offs)
-        vb = tl.load(qw2_ptr + base + half_step + offs)
+        va = tl.load(qw2_ptr + base + offs, eviction_policy=W_EVICT)
+        vb = tl.load(qw2_ptr + base + half_step + offs, eviction_policy=W_EVICT)
         acc2 = tl.zeros([HALF, BLOCK_N], tl.float32)
     for t in range(t_begin, t_end):
         rows_a = t * BLOCK_R + offs_h
         nxt = tl.minimum(t + 1, t_end - 1) * BLOCK_R * N  # the last prefetch re-reads a tile
-        wa_next = tl.load(qw_ptr + nxt + offs)
-        wb_next = tl.load(qw_ptr + nxt + half_step + offs)
+        wa_next = tl.load(qw_ptr + nxt + offs, eviction_policy=W_EVICT)
+        wb_next = tl.load(qw_ptr + nxt + half_step + offs, eviction_policy=W_EVICT)
         if GATED:
-            va_next = tl.load(qw2_ptr + nxt + offs)
-            vb_next = tl.load(qw2_ptr + nxt + half_step + offs)
+            va_next = tl.load(qw2_ptr + nxt + offs, eviction_policy=W_EVICT)
+            vb_next = tl.load(qw2_ptr + nxt + half_step + offs, eviction_policy=W_EVICT)
         acc += _tile_dot(
             qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
             HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, wa, wb,
@@ -513,7 +514,7 @@ def _launch_even(x, first, second, y, group_rows, workspace, config: GemvConfig)
         b2 if b2 is not None else s2, y, ws, cnt, n, per_split, tiles, x.stride(0), y.stride(0),
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
-        USE_ASM=config.use_asm, num_warps=config.num_warps,
+        USE_ASM=config.use_asm, W_EVICT=config.weight_evict, num_warps=config.num_warps,
     )  # fmt: skip
     return y
 
