@@ -15,10 +15,14 @@ from llm.kernels.reference import dequantize_repacked
 
 log = logging.getLogger("bench_gpu")
 GROUP = 128
-# split counts 5, 6 and 12 fill one wave of the H200's 132 SMs more fully at the Qwen shapes
+# split counts 5, 6 and 12 fill one wave of the H200's 132 SMs more fully at the Qwen shapes;
+# single-matrix weight loads carry the evict-first hint the engine uses (``gemv_choice``)
+_EVICT = "evict_first"
 GEMV_CONFIGS = [
-    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64, 128) for s in (4, 8, 16)
-] + [GemvConfig(block_n=64, split_k=s, num_warps=4) for s in (5, 6, 12)]
+    GemvConfig(block_n=bn, split_k=s, num_warps=4, weight_evict=_EVICT)
+    for bn in (32, 64, 128)
+    for s in (4, 8, 16)
+] + [GemvConfig(block_n=64, split_k=s, num_warps=4, weight_evict=_EVICT) for s in (5, 6, 12)]
 GEMV_CONFIGS += [GemvConfig(block_n=64, split_k=s, num_warps=4, paired=False) for s in (4, 5, 6, 8)]
 GATED_CONFIGS = [
     GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 3, 4, 5, 6, 8)
@@ -56,7 +60,8 @@ def gbytes(k: int, n: int) -> float:
 
 def cfg_tag(cfg: GemvConfig) -> str:
     kind = ("paired" if cfg.paired else "plain") + ("" if cfg.use_asm else "_tl")
-    return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}"
+    hint = "_evict_first" if cfg.paired and cfg.weight_evict == "evict_first" else ""
+    return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}{hint}"
 
 
 def bench_gated(k: int, n: int, ws: SplitKWorkspace) -> dict:
