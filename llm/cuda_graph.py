@@ -119,14 +119,17 @@ class CudaGraphDecoder:
         if self._graph is None or self._key_of(model, rope, cache) != self._key:
             self._capture(model, rope, cache)
 
+    def _stage(self, token: int, position: int) -> None:
+        """Host values into the graph's input buffer through the pinned staging copy."""
+        self._copied.synchronize()  # the previous copy has read the staging buffer
+        view = self._staging.numpy()  # plain stores: no tensor dispatch per token
+        view[0], view[1] = token, position
+        self._inputs.copy_(self._staging, non_blocking=True)
+        self._copied.record()
+
     def _set_inputs(self, token: torch.Tensor, position: torch.Tensor) -> None:
         if token.device.type == "cpu" and position.device.type == "cpu":
-            self._copied.synchronize()  # the previous copy has read the staging buffer
-            view = self._staging.numpy()  # plain stores: no tensor dispatch per token
-            view[0] = int(token.reshape(()))
-            view[1] = int(position.reshape(()))
-            self._inputs.copy_(self._staging, non_blocking=True)
-            self._copied.record()
+            self._stage(int(token.reshape(())), int(position.reshape(())))
         else:
             self._inputs[:1].copy_(token.reshape(1))
             self._inputs[1:].copy_(position.reshape(1))
@@ -156,7 +159,7 @@ class CudaGraphDecoder:
         self._ready(model, rope, cache)
         self._seen.copy_(seen)
         self._penalty.fill_(repetition_penalty)
-        self._set_inputs(torch.tensor(token), torch.tensor(position))
+        self._stage(token, position)
         ring = self._ring.numpy()
 
         def queue(j: int) -> None:

@@ -64,6 +64,13 @@ def cfg_tag(cfg: GemvConfig) -> str:
     return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}{hint}"
 
 
+def _record_best(res: dict, key: str, best: tuple, nbytes: float) -> None:
+    """Store the fastest ``(seconds, config, tag)`` of a sweep and its launch shape."""
+    seconds, cfg, tag = best
+    res[key] = {"cfg": tag, "us": seconds * 1e6, "tbps": nbytes / seconds / 1e12}
+    res["best_config"] = vars(cfg).copy()
+
+
 def bench_gated(k: int, n: int, ws: SplitKWorkspace) -> dict:
     """``w1 * silu(w2)`` in one launch vs two GEMVs + the SiLU kernel (the MLP's first half)."""
     from llm.kernels.decode_ops import silu_mul
@@ -99,8 +106,7 @@ def bench_gated(k: int, n: int, ws: SplitKWorkspace) -> dict:
         except Exception as e:  # noqa: BLE001 - a failing variant is reported, not fatal
             res["errors"][tag] = repr(e)[:300]
     if best is not None:
-        res["best"] = {"cfg": best[2], "us": best[0] * 1e6, "tbps": nbytes / best[0] / 1e12}
-        res["best_config"] = vars(best[1]).copy()
+        _record_best(res, "best", best, nbytes)
     plain = GemvConfig(64, 4, 4, paired=False)
     t = graph_time(
         [
@@ -150,8 +156,7 @@ def bench_shape(name: str, k: int, n: int, ws: SplitKWorkspace, quick: bool = Fa
         except Exception as e:  # noqa: BLE001 - a failing variant is reported, not fatal
             res["errors"][tag] = repr(e)[:300]
     if best is not None:
-        res["best_gemv"] = {"cfg": best[2], "us": best[0] * 1e6, "tbps": nbytes / best[0] / 1e12}
-        res["best_config"] = vars(best[1]).copy()
+        _record_best(res, "best_gemv", best, nbytes)
         cfg = best[1]
         sweep = {}
         for m in () if quick else M_SWEEP:

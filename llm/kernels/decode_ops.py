@@ -114,7 +114,6 @@ def _attn_decode_kernel(
     dt = o_ptr.dtype.element_ty
     logn = tl.load(logn_ptr + pos).to(dt)
     q16 = _rotate(qkv_ptr + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF).to(dt) * logn
-    q = q16.to(tl.float32) * scale
     acc, m, l_sum = _attend(q16, kc_ptr, vc_ptr, start, end, h, stride_s, scale, dd, D, BLOCK_S,
                             STAGES)  # fmt: skip
     row = part_ptr + (h * SPLITS + sp) * (D + 2)
@@ -129,7 +128,7 @@ def _attn_decode_kernel(
         slot = pos * stride_s + h * D + dd
         tl.store(kc_ptr + slot, k_new)
         tl.store(vc_ptr + slot, v_new)
-        s_new = tl.sum(q * k_new.to(tl.float32), axis=0)
+        s_new = tl.sum(q16.to(tl.float32) * scale * k_new.to(tl.float32), axis=0)
         rows = part_ptr + (h * SPLITS + tl.arange(0, SPLITS)) * (D + 2)
         ms = tl.load(rows + D, cache_modifier=".cg")
         ls = tl.load(rows + D + 1, cache_modifier=".cg")
@@ -163,12 +162,11 @@ class AttentionWorkspace:
 _WORKSPACES: dict[tuple, AttentionWorkspace] = {}
 
 
-def attention_workspace(heads: int, head_dim: int, device: torch.device, splits: int = 0):
+def attention_workspace(heads: int, head_dim: int, device: torch.device) -> AttentionWorkspace:
     """The shared workspace for these sizes (made once, outside any CUDA-graph capture)."""
-    splits = splits or ATTN_SPLITS
-    key = (heads, head_dim, splits, str(device))
+    key = (heads, head_dim, ATTN_SPLITS, str(device))
     if key not in _WORKSPACES:
-        _WORKSPACES[key] = AttentionWorkspace(heads, head_dim, splits, device)
+        _WORKSPACES[key] = AttentionWorkspace(heads, head_dim, ATTN_SPLITS, device)
     return _WORKSPACES[key]
 
 
