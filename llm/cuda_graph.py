@@ -38,15 +38,22 @@ def fast_decode_step(
     blocks = list(tr.h)
     for i, blk in enumerate(blocks):
         k_cache, v_cache = cache.layer(i)  # (1, S, H, D)
-        qkv = blk.attn.c_attn(h.view(1, -1)).view(-1)  # (3C,)
+        qkv = _project(blk.attn.c_attn, h.view(1, -1)).view(-1)  # (3C,)
         a = decode_attention(
             qkv, position, rope.cos, rope.sin, rope.logn, k_cache, v_cache, heads, head_dim
         )  # (C,); also writes this position's k/v into the cache
-        h = add_rmsnorm(x, blk.attn.c_proj(a.view(1, -1)).view(-1), blk.ln_2.weight, eps)
+        h = add_rmsnorm(x, _project(blk.attn.c_proj, a.view(1, -1)).view(-1), blk.ln_2.weight, eps)
         m = gated_mlp(blk.mlp.w1, blk.mlp.w2, h.view(1, -1))  # w1 * silu(w2), (1, F)
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
-        h = add_rmsnorm(x, blk.mlp.c_proj(m).view(-1), nxt, eps)
+        h = add_rmsnorm(x, _project(blk.mlp.c_proj, m).view(-1), nxt, eps)
     return model.lm_head(h.view(1, -1)).float()  # (1, V)
+
+
+def _project(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An ``Int4Linear``'s fp32 accumulator (its consumer rounds and clears it), else the
+    layer's own output."""
+    accumulate = getattr(linear, "accumulate", None)
+    return accumulate(x) if accumulate is not None else linear(x)
 
 
 class CudaGraphDecoder:
@@ -95,6 +102,9 @@ class CudaGraphDecoder:
         # warm-up runs write position 0's cache slot: capture happens before any real decode
         # of that cache would read it back, and the real step rewrites the slot it attends to
         saved = (cache.k[:, :, 0].clone(), cache.v[:, :, 0].clone())
+        for module in model.modules():  # accumulators start at zero whatever came before
+            if hasattr(module, "clear_accumulator"):
+                module.clear_accumulator()
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):

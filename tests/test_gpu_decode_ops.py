@@ -64,3 +64,34 @@ def test_add_rmsnorm_matches_reference() -> None:
     out = add_rmsnorm(x, delta, weight, 1e-6)
     assert torch.equal(x, summed)  # the residual stream is updated in place
     torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_fp32_accumulators_are_rounded_like_fp16_outputs_and_cleared() -> None:
+    """A GEMV accumulator (fp32) in place of the fp16 projection: the same results, and the
+    consumer leaves the accumulator at zero for the next step."""
+    from llm.kernels.decode_ops import AttentionWorkspace, add_rmsnorm, decode_attention
+
+    heads, dim, slots, pos = 4, 128, 256, 100
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    qkv32 = torch.randn(3 * heads * dim, device="cuda", generator=gen)
+    angles = torch.rand(slots, dim, device="cuda", generator=gen) * 6.3
+    cos, sin, logn = angles.cos(), angles.sin(), 1 + torch.rand(slots, device="cuda")
+    caches = [torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half() for _ in "kv"]
+    ws = AttentionWorkspace(heads, dim, 8, torch.device("cuda"))
+    position = torch.tensor([pos], device="cuda")
+    k16, v16 = (c.clone() for c in caches)
+    expected = decode_attention(qkv32.half(), position, cos, sin, logn, k16, v16, heads, dim, ws)
+    k32, v32 = (c.clone() for c in caches)
+    got = decode_attention(qkv32, position, cos, sin, logn, k32, v32, heads, dim, ws)
+    assert got.dtype == torch.float16
+    assert torch.equal(got, expected) and torch.equal(k32, k16) and torch.equal(v32, v16)
+    assert not qkv32.any()
+
+    x = torch.randn(5120, device="cuda", generator=gen).half()
+    delta32 = torch.randn(5120, device="cuda", generator=gen)
+    weight = torch.rand(5120, device="cuda", generator=gen).half()
+    x16 = x.clone()
+    expected = add_rmsnorm(x16, delta32.half(), weight, 1e-6)
+    got = add_rmsnorm(x, delta32, weight, 1e-6)
+    assert torch.equal(got, expected) and torch.equal(x, x16)
+    assert not delta32.any()

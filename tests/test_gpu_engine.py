@@ -73,8 +73,17 @@ def test_eager_fast_step_equals_model_step(engines) -> None:
     pos = torch.tensor([len(ids)], device="cuda")
     with torch.inference_mode():
         fast = fast_decode_step(gpu.model, tok, pos, rope, cache)
+        again = fast_decode_step(gpu.model, tok, pos, rope, cache)
         ref = decode_one_token(gpu.model, tok, pos, rope, cache, len(ids) + 1)
     assert rel(fast, ref) < 1e-2
+    # the projections' fp32 accumulators were cleared by their consumers: a second step with
+    # the same inputs adds nothing left over from the first
+    assert rel(again, fast) < 1e-4
+    sums = [
+        m._accumulator for m in gpu.model.modules() if getattr(m, "_accumulator", None) is not None
+    ]
+    assert len(sums) == 3 * len(gpu.model.transformer.h)  # c_attn, attn.c_proj, mlp.c_proj
+    assert not any(bool(s.any()) for s in sums)
 
 
 def test_engine_generates_after_acceleration(engines) -> None:

@@ -99,6 +99,7 @@ def test_gemv_matches_reference(shape, m: int) -> None:
         GemvConfig(256, 8, 8),
         GemvConfig(128, 2, use_asm=False),
         GemvConfig(64, 4, paired=False),
+        GemvConfig(64, 6, scale_ahead=True, weight_evict="evict_first"),
     ):
         y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
         int4_gemv(
@@ -106,6 +107,48 @@ def test_gemv_matches_reference(shape, m: int) -> None:
         )
         assert rel(y, ref) < 1e-2, cfg
         assert not ws.acc.any() and not ws.counters.any()  # left clean for the next call
+
+
+@gpu
+@pytest.mark.gpu
+def test_gemv_reads_activations_at_any_alignment() -> None:
+    from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv
+
+    layer = make_gptq(1024, 256, 128, sym=True, bias=False, device="cuda")
+    fast = Int4Linear.from_gptq(layer)
+    ws = SplitKWorkspace(4, 256, "cuda")
+    buf = torch.randn(1 + 1024, device="cuda").half()
+    shifted = buf[1:].view(1, 1024)  # 2 bytes past an 8-byte boundary
+    assert shifted.data_ptr() % 8
+    args = (fast.qweight, fast.scales, None, None, 128, ws, GemvConfig(64, 1))  # no atomics
+    assert torch.equal(int4_gemv(shifted, *args), int4_gemv(shifted.clone(), *args))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("m", [1, 3])
+def test_gemv_accumulates_into_fp32(shape, m: int) -> None:
+    from llm.kernels.gemv import GemvConfig, int4_gemv
+
+    k, n, group, sym, bias = shape
+    layer = make_gptq(k, n, group, sym=sym, bias=bias, device="cuda", seed=k + n + m)
+    fast = Int4Linear.from_gptq(layer)
+    ref_w = dequantize(layer.qweight, layer.qzeros, layer.scales, layer.g_idx)
+    x = torch.randn(m, k, device="cuda").half()
+    ref = x.float() @ ref_w + (layer.bias.float() if bias else 0)
+    configs = (
+        GemvConfig(64, 1),
+        GemvConfig(64, 6, scale_ahead=True),
+        GemvConfig(32, 3, paired=False),
+    )
+    for cfg in configs:
+        acc = torch.full((m, n), 0.25, dtype=torch.float32, device="cuda")
+        args = (fast.qweight, fast.scales, fast.zeros, fast.bias, fast.group_size, None, cfg)
+        int4_gemv(x, *args, out=acc, accumulate=True)  # no workspace needed
+        assert rel(acc - 0.25, ref) < 2e-3, cfg  # what was there stays: the sum is added
+    with pytest.raises(ValueError, match="fp32"):
+        int4_gemv(x, *args, out=torch.zeros(m, n, device="cuda").half(), accumulate=True)
 
 
 @gpu
@@ -177,6 +220,7 @@ def test_gated_gemv_matches_reference(shape, m: int) -> None:
         GemvConfig(32, 4),
         GemvConfig(64, 3, 8),
         GemvConfig(32, 2, use_asm=False),
+        GemvConfig(32, 3, scale_ahead=True),
     ):
         y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
         int4_gemv_gated(

@@ -18,15 +18,17 @@ import triton.language as tl
 @triton.jit
 def _add_rmsnorm_kernel(
     x_ptr, d_ptr, w_ptr, out_ptr, N, eps,
-    HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_DELTA: tl.constexpr, CLEAR_DELTA: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     offs = tl.arange(0, BLOCK)
     mask = offs < N
     w = tl.load(w_ptr + offs, mask=mask, other=0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAS_DELTA:
-        x = x + tl.load(d_ptr + offs, mask=mask, other=0.0)
+        x = x + tl.load(d_ptr + offs, mask=mask, other=0.0).to(x.dtype)
         tl.store(x_ptr + offs, x, mask=mask)
+        if CLEAR_DELTA:
+            tl.store(d_ptr + offs, tl.zeros([BLOCK], d_ptr.dtype.element_ty), mask=mask)
     xf = x.to(tl.float32)
     inv = tl.rsqrt(tl.sum(xf * xf, axis=0) / N + eps)
     normed = (xf * inv).to(x_ptr.dtype.element_ty)
@@ -36,22 +38,29 @@ def _add_rmsnorm_kernel(
 def add_rmsnorm(
     x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """``x += delta`` (in place, when given), then ``RMSNorm(x) * weight``; 1-D ``x``."""
+    """``x += delta`` (in place, when given), then ``RMSNorm(x) * weight``; 1-D ``x``.
+
+    An fp32 ``delta`` is an int4 GEMV's accumulator (``Int4Linear.accumulate``): it is rounded
+    to ``x``'s dtype, as the linear's own output would be, and left cleared for the next call.
+    """
     n = x.numel()
     out = torch.empty_like(x)
     block = triton.next_power_of_2(n)
+    clear = delta is not None and delta.dtype == torch.float32 and x.dtype != torch.float32
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
-        HAS_DELTA=delta is not None, BLOCK=block, num_warps=16,
+        HAS_DELTA=delta is not None, CLEAR_DELTA=clear, BLOCK=block, num_warps=16,
     )  # fmt: skip
     return out
 
 
 @triton.jit
-def _rotate(src_ptr, cos_ptr, sin_ptr, pos, dd, D: tl.constexpr, HALF: tl.constexpr):
-    """Qwen's rotary embedding of one head (``rotate_half`` form) at ``pos``, in fp32."""
-    a = tl.load(src_ptr + dd).to(tl.float32)
-    b = tl.load(src_ptr + (dd + HALF) % D).to(tl.float32)
+def _rotate(src_ptr, cos_ptr, sin_ptr, pos, dd, D: tl.constexpr, HALF: tl.constexpr,
+            dt: tl.constexpr):  # fmt: skip
+    """Qwen's rotary embedding of one head (``rotate_half`` form) at ``pos``, in fp32, of the
+    projection as rounded to ``dt`` (a no-op unless the projection is an fp32 accumulator)."""
+    a = tl.load(src_ptr + dd).to(dt).to(tl.float32)
+    b = tl.load(src_ptr + (dd + HALF) % D).to(dt).to(tl.float32)
     c = tl.load(cos_ptr + pos * D + dd)
     s = tl.load(sin_ptr + pos * D + dd)
     return a * c + tl.where(dd < HALF, -b, b) * s
@@ -59,7 +68,7 @@ def _rotate(src_ptr, cos_ptr, sin_ptr, pos, dd, D: tl.constexpr, HALF: tl.conste
 
 @triton.jit
 def _attend(q16, kc_ptr, vc_ptr, start, end, h, stride_s, scale, dd, D: tl.constexpr,
-                BLOCK_S: tl.constexpr, STAGES: tl.constexpr):  # fmt: skip
+            BLOCK_S: tl.constexpr, STAGES: tl.constexpr):  # fmt: skip
     """Online softmax over slots ``start..end-1`` -> (unnormalised output, max, sum of exp).
 
     On the tensor cores: q is repeated over the 16 rows of an MMA tile (row 0 is the answer),
@@ -97,12 +106,14 @@ def _attn_decode_kernel(
     qkv_ptr, pos_ptr, cos_ptr, sin_ptr, logn_ptr, kc_ptr, vc_ptr, part_ptr, cnt_ptr, o_ptr,
     C, stride_s, scale,
     D: tl.constexpr, HALF: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, CLEAR_QKV: tl.constexpr,
 ):  # fmt: skip
     """One (head, split): online softmax over its share of the cached slots ``0..pos-1``.
 
     The last split of a head to finish (a ticket counter) rotates the new token's k, writes k/v
     into slot ``pos``, and merges every split's partial result with the new token's own term.
+    ``CLEAR_QKV``: the projection is an fp32 accumulator; that split also clears the head's
+    q, k and v (every other split has read q before taking its ticket).
     """
     h = tl.program_id(0)
     sp = tl.program_id(1)
@@ -113,7 +124,7 @@ def _attn_decode_kernel(
     dd = tl.arange(0, D)
     dt = o_ptr.dtype.element_ty
     logn = tl.load(logn_ptr + pos).to(dt)
-    q16 = _rotate(qkv_ptr + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF).to(dt) * logn
+    q16 = _rotate(qkv_ptr + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF, dt).to(dt) * logn
     acc, m, l_sum = _attend(q16, kc_ptr, vc_ptr, start, end, h, stride_s, scale, dd, D, BLOCK_S,
                             STAGES)  # fmt: skip
     row = part_ptr + (h * SPLITS + sp) * (D + 2)
@@ -123,8 +134,13 @@ def _attn_decode_kernel(
     tl.debug_barrier()
     ticket = tl.atomic_add(cnt_ptr + h, 1, sem="acq_rel")
     if ticket == SPLITS - 1:
-        k_new = _rotate(qkv_ptr + C + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF).to(dt)
-        v_new = tl.load(qkv_ptr + 2 * C + h * D + dd)
+        k_new = _rotate(qkv_ptr + C + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF, dt).to(dt)
+        v_new = tl.load(qkv_ptr + 2 * C + h * D + dd).to(dt)
+        if CLEAR_QKV:
+            zero = tl.zeros([D], qkv_ptr.dtype.element_ty)
+            tl.store(qkv_ptr + h * D + dd, zero)
+            tl.store(qkv_ptr + C + h * D + dd, zero)
+            tl.store(qkv_ptr + 2 * C + h * D + dd, zero)
         slot = pos * stride_s + h * D + dd
         tl.store(kc_ptr + slot, k_new)
         tl.store(vc_ptr + slot, v_new)
@@ -187,14 +203,17 @@ def decode_attention(
     Rotates q and k at ``position`` (a device tensor), scales q by logN, writes k/v into cache
     slot ``position`` (caches ``(1, S, H, D)``) and attends over slots ``0..position``; returns
     ``(H*D,)``. fp32 rotary, scores and softmax; fp16 q/k/v and probabilities times V.
+    An fp32 ``qkv`` is an int4 GEMV's accumulator: it is read as rounded to the cache's dtype,
+    and cleared.
     """
     ws = workspace or attention_workspace(heads, head_dim, qkv.device)
-    o = torch.empty(heads * head_dim, dtype=qkv.dtype, device=qkv.device)
+    o = torch.empty(heads * head_dim, dtype=k_cache.dtype, device=qkv.device)
+    clear = qkv.dtype == torch.float32 and k_cache.dtype != torch.float32
     _attn_decode_kernel[(heads, ws.splits)](
         qkv, position, cos, sin, logn, k_cache, v_cache, ws.partials, ws.counters, o,
         heads * head_dim, k_cache.stride(1), head_dim**-0.5,
         D=head_dim, HALF=head_dim // 2, SPLITS=ws.splits, BLOCK_S=ATTN_BLOCK_S,
-        STAGES=ATTN_STAGES, num_warps=ATTN_WARPS,
+        STAGES=ATTN_STAGES, CLEAR_QKV=clear, num_warps=ATTN_WARPS,
     )  # fmt: skip
     return o
 

@@ -67,6 +67,7 @@ class GemvConfig:
     use_asm: bool = True
     paired: bool = True  # the maskless paired-word kernel where the shape allows it
     weight_evict: str = ""  # paired kernel: L2 eviction hint of the weight loads ("evict_first")
+    scale_ahead: bool = False  # paired kernel: load the next tile's scales with its weights
 
 
 class SplitKWorkspace:
@@ -151,6 +152,7 @@ def _int4_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr,
     USE_ASM: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -196,7 +198,9 @@ def _int4_gemv_kernel(
     col = tl.sum(acc, axis=0)  # (BLOCK_N,)
 
     y_row = y_ptr + pid_m * stride_ym
-    if not SPLIT:
+    if ACCUMULATE:
+        _accumulate(col, b_ptr, y_row, offs_n, mask_n, pid_k, HAS_BIAS)
+    elif not SPLIT:
         if HAS_BIAS:
             col += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         tl.store(y_row + offs_n, col.to(y_ptr.dtype.element_ty), mask=mask_n)
@@ -218,13 +222,18 @@ def _int4_gemv_kernel(
 
 # Two packed words of one column (rows r and r + 8 of a 16-row tile, same scale group) against
 # their fp16 activation pairs: the 16 products are summed in one packed-fp16 accumulator, then
-# converted once; the caller multiplies the fp32 sum by 16 * scale.
+# converted once; the caller multiplies the fp32 sum by 16 * scale. The activations come as
+# four 64-bit words (two pairs each), so a tile needs four loads of them instead of eight.
 _DOT16_ASM = tl.constexpr(
     """
 {
-.reg .b32 a0, a1, a2, a3, b0, b1, b2, b3, t, acc;
+.reg .b32 a0, a1, a2, a3, b0, b1, b2, b3, t, acc, x0, x1, x2, x3, x4, x5, x6, x7;
 .reg .b16 lo, hi;
 .reg .f32 flo, fhi;
+mov.b64 {x0, x1}, $7;
+mov.b64 {x2, x3}, $8;
+mov.b64 {x4, x5}, $9;
+mov.b64 {x6, x7}, $10;
 lop3.b32 a0, $1, 0x000F000F, 0x64006400, 0xEA;
 lop3.b32 a1, $1, 0x00F000F0, 0x64006400, 0xEA;
 shr.b32 t, $1, 8;
@@ -243,14 +252,14 @@ fma.rn.f16x2 b0, b0, $5, $3;
 fma.rn.f16x2 b1, b1, $6, $4;
 fma.rn.f16x2 b2, b2, $5, $3;
 fma.rn.f16x2 b3, b3, $6, $4;
-mul.rn.f16x2 acc, a0, $7;
-fma.rn.f16x2 acc, a1, $8, acc;
-fma.rn.f16x2 acc, a2, $9, acc;
-fma.rn.f16x2 acc, a3, $10, acc;
-fma.rn.f16x2 acc, b0, $11, acc;
-fma.rn.f16x2 acc, b1, $12, acc;
-fma.rn.f16x2 acc, b2, $13, acc;
-fma.rn.f16x2 acc, b3, $14, acc;
+mul.rn.f16x2 acc, a0, x0;
+fma.rn.f16x2 acc, a1, x1, acc;
+fma.rn.f16x2 acc, a2, x2, acc;
+fma.rn.f16x2 acc, a3, x3, acc;
+fma.rn.f16x2 acc, b0, x4, acc;
+fma.rn.f16x2 acc, b1, x5, acc;
+fma.rn.f16x2 acc, b2, x6, acc;
+fma.rn.f16x2 acc, b3, x7, acc;
 mov.b32 {lo, hi}, acc;
 cvt.f32.f16 flo, lo;
 cvt.f32.f16 fhi, hi;
@@ -263,7 +272,7 @@ _C256 = tl.constexpr(0x1C001C00)  # fp16 pair (1/256, 1/256)
 
 
 @triton.jit
-def _pair_dot(wa, wb, z, x_ptr32, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.constexpr,
+def _pair_dot(wa, wb, z, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.constexpr,
               USE_ASM: tl.constexpr):  # fmt: skip
     """Sum over the 16 inputs of words ``wa`` (rows ``rows_a``) and ``wb`` (``rows_a + HALF``)."""
     rows_b = rows_a + HALF
@@ -278,18 +287,15 @@ def _pair_dot(wa, wb, z, x_ptr32, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.c
             zhi = tl.broadcast_to(hi_bits | (hi_bits << 16), wa.shape)
         c16 = tl.full(wa.shape, _C16, tl.int32)
         c256 = tl.full(wa.shape, _C256, tl.int32)
-        xa0 = tl.load(x_ptr32 + rows_a * 4 + 0)[:, None]
-        xa1 = tl.load(x_ptr32 + rows_a * 4 + 1)[:, None]
-        xa2 = tl.load(x_ptr32 + rows_a * 4 + 2)[:, None]
-        xa3 = tl.load(x_ptr32 + rows_a * 4 + 3)[:, None]
-        xb0 = tl.load(x_ptr32 + rows_b * 4 + 0)[:, None]
-        xb1 = tl.load(x_ptr32 + rows_b * 4 + 1)[:, None]
-        xb2 = tl.load(x_ptr32 + rows_b * 4 + 2)[:, None]
-        xb3 = tl.load(x_ptr32 + rows_b * 4 + 3)[:, None]
+        x_ptr64 = x_ptr16.to(tl.pointer_type(tl.int64))  # rows are 16-byte aligned
+        xa01 = tl.load(x_ptr64 + rows_a * 2)[:, None]
+        xa23 = tl.load(x_ptr64 + rows_a * 2 + 1)[:, None]
+        xb01 = tl.load(x_ptr64 + rows_b * 2)[:, None]
+        xb23 = tl.load(x_ptr64 + rows_b * 2 + 1)[:, None]
         part = tl.inline_asm_elementwise(
             _DOT16_ASM,
-            "=f,r,r,r,r,r,r,r,r,r,r,r,r,r,r",
-            [wa, wb, zlo, zhi, c16, c256, xa0, xa1, xa2, xa3, xb0, xb1, xb2, xb3],
+            "=f,r,r,r,r,r,r,l,l,l,l",
+            [wa, wb, zlo, zhi, c16, c256, xa01, xa23, xb01, xb23],
             dtype=tl.float32,
             is_pure=True,
             pack=1,
@@ -314,17 +320,21 @@ def _pair_dot(wa, wb, z, x_ptr32, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.c
 
 
 @triton.jit
-def _tile_dot(qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
+def _tile_dot(qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row16, rows_a, N,
               HAS_ZEROS: tl.constexpr, GROUP_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
-              USE_ASM: tl.constexpr, wa, wb):  # fmt: skip
-    """fp32 ``(BLOCK_R // 2, BLOCK_N)`` partial products of tile ``t`` (words already loaded)."""
+              USE_ASM: tl.constexpr, wa, wb, s_row):  # fmt: skip
+    """fp32 ``(BLOCK_R // 2, BLOCK_N)`` partial products of tile ``t`` (words already loaded;
+    ``s_row``: the tile's scales when loaded ahead, else None)."""
     g = (t * BLOCK_R) // GROUP_ROWS
-    s = tl.load(s_ptr + g * N + offs_n)[None, :].to(tl.float32)
+    if s_row is None:
+        s = tl.load(s_ptr + g * N + offs_n)[None, :].to(tl.float32)
+    else:
+        s = s_row[None, :].to(tl.float32)
     if HAS_ZEROS:
         z = tl.load(z_ptr + g * N + offs_n)[None, :]
     else:
         z = 8
-    part = _pair_dot(wa, wb, z, x_row32, x_row16, rows_a, BLOCK_R // 2, not HAS_ZEROS, USE_ASM)
+    part = _pair_dot(wa, wb, z, x_row16, rows_a, BLOCK_R // 2, not HAS_ZEROS, USE_ASM)
     return part * (s * 16.0)
 
 
@@ -334,7 +344,8 @@ def _int4_gemv_even_kernel(
     N, TILES_PER_SPLIT, NUM_TILES, stride_xm, stride_ym,
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr, SPLIT_K,
     SPLIT: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
-    USE_ASM: tl.constexpr, W_EVICT: tl.constexpr,
+    USE_ASM: tl.constexpr, W_EVICT: tl.constexpr, ACCUMULATE: tl.constexpr,
+    SCALE_AHEAD: tl.constexpr,
 ):  # fmt: skip
     """No masks: N % BLOCK_N == 0, K/8 % BLOCK_R == 0, GROUP_ROWS % BLOCK_R == 0.
 
@@ -350,13 +361,18 @@ def _int4_gemv_even_kernel(
     offs = offs_h[:, None] * N + offs_n[None, :]  # one half-tile, relative to its first row
     half_step = HALF * N
     x_row16 = x_ptr + pid_m * stride_xm
-    x_row32 = x_row16.to(tl.pointer_type(tl.int32))
     t_begin = pid_k * TILES_PER_SPLIT
     t_end = tl.minimum(t_begin + TILES_PER_SPLIT, NUM_TILES)
     base = t_begin * BLOCK_R * N
     wa = tl.load(qw_ptr + base + offs, eviction_policy=W_EVICT)
     wb = tl.load(qw_ptr + base + half_step + offs, eviction_policy=W_EVICT)
     acc = tl.zeros([HALF, BLOCK_N], tl.float32)
+    s_row = None
+    s2_row = None
+    if SCALE_AHEAD:
+        s_row = tl.load(s_ptr + (t_begin * BLOCK_R // GROUP_ROWS) * N + offs_n)
+        if GATED:
+            s2_row = tl.load(s2_ptr + (t_begin * BLOCK_R // GROUP_ROWS) * N + offs_n)
     if GATED:
         va = tl.load(qw2_ptr + base + offs, eviction_policy=W_EVICT)
         vb = tl.load(qw2_ptr + base + half_step + offs, eviction_policy=W_EVICT)
@@ -369,26 +385,37 @@ def _int4_gemv_even_kernel(
         if GATED:
             va_next = tl.load(qw2_ptr + nxt + offs, eviction_policy=W_EVICT)
             vb_next = tl.load(qw2_ptr + nxt + half_step + offs, eviction_policy=W_EVICT)
+        if SCALE_AHEAD:
+            g_next = (tl.minimum(t + 1, t_end - 1) * BLOCK_R // GROUP_ROWS) * N
+            s_next = tl.load(s_ptr + g_next + offs_n)
+            if GATED:
+                s2_next = tl.load(s2_ptr + g_next + offs_n)
         acc += _tile_dot(
-            qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
-            HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, wa, wb,
+            qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row16, rows_a, N,
+            HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, wa, wb, s_row,
         )  # fmt: skip
         wa = wa_next
         wb = wb_next
         if GATED:
             acc2 += _tile_dot(
-                qw2_ptr, s2_ptr, z2_ptr, t, offs, offs_n, x_row32, x_row16, rows_a, N,
-                HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, va, vb,
+                qw2_ptr, s2_ptr, z2_ptr, t, offs, offs_n, x_row16, rows_a, N,
+                HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, va, vb, s2_row,
             )  # fmt: skip
             va = va_next
             vb = vb_next
+        if SCALE_AHEAD:
+            s_row = s_next
+            if GATED:
+                s2_row = s2_next
     col = tl.sum(acc, axis=0)  # (BLOCK_N,)
     if GATED:
         col2 = tl.sum(acc2, axis=0)
     else:
         col2 = col
     y_row = y_ptr + pid_m * stride_ym
-    if SPLIT:
+    if ACCUMULATE:  # never GATED: the gate needs the finished sums
+        _accumulate(col, b_ptr, y_row, offs_n, offs_n < N, pid_k, HAS_BIAS)
+    elif SPLIT:
         width = 2 * N if GATED else N
         ws = ws_ptr + pid_m * width + offs_n
         tl.atomic_add(ws, col, sem="relaxed")
@@ -408,6 +435,17 @@ def _int4_gemv_even_kernel(
             tl.store(cnt, 0)
     else:
         _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
+
+
+@triton.jit
+def _accumulate(col, b_ptr, y_row, offs_n, mask_n, pid_k, HAS_BIAS: tl.constexpr):
+    """Add this program's fp32 share (and, from the first split, the bias) into ``y``.
+
+    No ticket and no read-back: the kernel ends as soon as its last partial sums are sent, and
+    the consumer of ``y`` rounds the total to fp16 and clears it for the next call."""
+    if HAS_BIAS:
+        col += tl.load(b_ptr + offs_n, mask=mask_n & (pid_k == 0), other=0.0).to(tl.float32)
+    tl.atomic_add(y_row + offs_n, col, mask=mask_n, sem="relaxed")
 
 
 @triton.jit
@@ -440,19 +478,29 @@ def int4_gemv(
     workspace: SplitKWorkspace | None,
     config: GemvConfig,
     out: torch.Tensor | None = None,
+    accumulate: bool = False,
 ) -> torch.Tensor:
-    """``x (M, K) fp16 @ W + b`` for small M; W in the repacked layout. Returns ``(M, N)``."""
+    """``x (M, K) fp16 @ W + b`` for small M; W in the repacked layout. Returns ``(M, N)``.
+
+    ``accumulate``: add the product in fp32 into ``out`` (``(M, N)`` fp32, contiguous) instead
+    of writing fp16; split-K partial sums then go straight into ``out`` (no workspace, no
+    ticket), and whoever reads ``out`` must clear it before the next call.
+    """
     m, k = x.shape
     k8, n = qweight.shape
     if k != k8 * 8 or x.stride(1) != 1 or x.stride(0) % 2:
         raise ValueError(f"int4_gemv: x of shape {tuple(x.shape)} does not match qweight {k8}x{n}")
+    if accumulate:
+        _check_accumulator(out, m, n)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
     group_rows = group_size // 8
     if config.paired and _even(k8, n, group_rows, config.block_n):
         return _launch_even(
-            x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config
+            x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config, accumulate
         )
-    tiles, split, per_split, grid_n, ws, cnt = _split_plan(k8, n, m, 1, workspace, config, y)
+    tiles, split, per_split, grid_n, ws, cnt = _split_plan(
+        k8, n, m, 1, None if accumulate else workspace, config, y, accumulate
+    )
     _int4_gemv_kernel[(grid_n, split, m)](
         x,
         qweight,
@@ -476,19 +524,28 @@ def int4_gemv(
         BLOCK_N=config.block_n,
         BLOCK_R=BLOCK_R,
         USE_ASM=config.use_asm,
+        ACCUMULATE=accumulate,
         num_warps=config.num_warps,
     )
     return y
 
 
-def _split_plan(k8: int, n: int, m: int, width: int, workspace, config: GemvConfig, y):
+def _check_accumulator(out: torch.Tensor | None, m: int, n: int) -> None:
+    if out is None or out.dtype != torch.float32 or out.shape != (m, n) or not out.is_contiguous():
+        got = "None" if out is None else f"{out.dtype} {tuple(out.shape)}"
+        raise ValueError(f"int4_gemv: accumulate needs a contiguous fp32 ({m}, {n}) out; got {got}")
+
+
+def _split_plan(
+    k8: int, n: int, m: int, width: int, workspace, config: GemvConfig, y, accumulate=False
+):
     """Tiles, split count, tiles per split, column blocks, workspace and counters of a launch."""
     tiles = triton.cdiv(k8, BLOCK_R)
     split = max(1, min(config.split_k, tiles))
     per_split = triton.cdiv(tiles, split)
     split = triton.cdiv(tiles, per_split)
     grid_n = triton.cdiv(n, config.block_n)
-    if split == 1:
+    if split == 1 or accumulate:
         return tiles, split, per_split, grid_n, y, y  # workspace unused
     if workspace is None:
         raise ValueError("int4_gemv: split_k > 1 needs a SplitKWorkspace")
@@ -498,15 +555,19 @@ def _split_plan(k8: int, n: int, m: int, width: int, workspace, config: GemvConf
     return tiles, split, per_split, grid_n, workspace.acc, workspace.counters
 
 
-def _launch_even(x, first, second, y, group_rows, workspace, config: GemvConfig) -> torch.Tensor:
+def _launch_even(
+    x, first, second, y, group_rows, workspace, config: GemvConfig, accumulate: bool = False
+) -> torch.Tensor:
     """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
     qweight, scales, zeros, bias = first
     qw2, s2, z2, b2 = second if second is not None else first
+    if x.data_ptr() % 8 or x.stride(0) % 4:  # the kernel reads activations as 64-bit words
+        x = x.clone(memory_format=torch.contiguous_format)
     m = x.shape[0]
     k8, n = qweight.shape
     gated = second is not None
     tiles, split, per_split, grid_n, ws, cnt = _split_plan(
-        k8, n, m, 2 if gated else 1, workspace, config, y
+        k8, n, m, 2 if gated else 1, None if accumulate else workspace, config, y, accumulate
     )
     _int4_gemv_even_kernel[(grid_n, split, m)](
         x, qweight, scales, zeros if zeros is not None else qweight,
@@ -514,7 +575,8 @@ def _launch_even(x, first, second, y, group_rows, workspace, config: GemvConfig)
         b2 if b2 is not None else s2, y, ws, cnt, n, per_split, tiles, x.stride(0), y.stride(0),
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
-        USE_ASM=config.use_asm, W_EVICT=config.weight_evict, num_warps=config.num_warps,
+        USE_ASM=config.use_asm, W_EVICT=config.weight_evict, ACCUMULATE=accumulate,
+        SCALE_AHEAD=config.scale_ahead, num_warps=config.num_warps,
     )  # fmt: skip
     return y
 

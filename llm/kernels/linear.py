@@ -41,6 +41,7 @@ class Int4Linear(nn.Module):
         self.prefill_kernel = "dequant"  # or "triton": the fused tensor-core GEMM
         self.gemv_config: object | None = None  # GemvConfig, made on first CUDA call
         self.gated_config: object | None = None  # GemvConfig of the gated pair this layer leads
+        self._accumulator: torch.Tensor | None = None  # fp32 sums for ``accumulate``, kept zero
 
     @classmethod
     def from_gptq(cls, layer: nn.Module, workspace: object | None = None) -> Int4Linear:
@@ -106,6 +107,38 @@ class Int4Linear(nn.Module):
                 y += self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W + b`` summed in fp32 into this layer's accumulator ``(M, N)``, for decode.
+
+        The split-K programs add their partial sums straight into the accumulator and the
+        kernel ends without gathering them; the consumer (``add_rmsnorm``,
+        ``decode_attention``) rounds the total to fp16 and clears it. Falls back to
+        ``forward`` (fp16) where the decode GEMV does not apply.
+        """
+        x2 = x.reshape(-1, self.in_features)
+        m = x2.shape[0]
+        if not x2.is_cuda or m > GEMV_MAX_M or x2.dtype != self.scales.dtype:
+            return self(x)
+        from llm.kernels.gemv import GemvConfig, int4_gemv
+
+        if self.gemv_config is None:
+            self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
+        acc = self._accumulator
+        if acc is None or acc.shape[0] < m:
+            acc = torch.zeros(GEMV_MAX_M, self.out_features, dtype=torch.float32, device=x.device)
+            self._accumulator = acc
+        out = acc[:m]
+        int4_gemv(
+            x2.contiguous(), self.qweight, self.scales, self.zeros, self.bias, self.group_size,
+            None, self.gemv_config, out=out, accumulate=True,
+        )  # fmt: skip
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def clear_accumulator(self) -> None:
+        """Zero the accumulator (after an interrupted step left a sum in it)."""
+        if self._accumulator is not None:
+            self._accumulator.zero_()
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 g{self.group_size}"
 
@@ -115,14 +148,20 @@ def gemv_choice(k: int, n: int) -> dict:
 
     64 columns per program, the paired kernel. Wide matrices (N >= 12288: 15360, 13696):
     split-K 6, which nearly fills one wave of the 132 SMs (c_attn 14.8 us against 15.2 at
-    split 4). N = 5120: split-K 16 for K = 5120 (attn.c_proj 7.7 us), 12 for the long
-    K = 13696 (mlp.c_proj 13.7 us against 13.8 at 16). Weights are read once per token, so
-    their loads ask L2 to evict them first: -0.3 to -0.5 us on each of these shapes (the gated
-    pair, which reads two matrices per program, was 0.8 us slower with the hint).
+    split 4). N = 5120: split-K 16 (attn.c_proj 6.45 us, mlp.c_proj 12.2 us against 12.6 at
+    12, both accumulating in fp32). Weights are read once per token, so their loads ask L2 to
+    evict them first: -0.3 to -0.5 us on each of these shapes (the gated pair, which reads two
+    matrices per program, was 0.8 us slower with the hint). Each tile's scales are loaded one
+    tile ahead with its weights (-0.2 to -0.7 us; the gated pair was 1.4 us slower so).
     """
     tiles = max(1, -(-k // 128))
-    split = 6 if n >= 12288 else 16 if k < 8192 else 12
-    return {"block_n": 64, "split_k": min(split, tiles), "weight_evict": "evict_first"}
+    split = 6 if n >= 12288 else 16
+    return {
+        "block_n": 64,
+        "split_k": min(split, tiles),
+        "weight_evict": "evict_first",
+        "scale_ahead": True,
+    }
 
 
 def gated_choice(k: int, n: int) -> dict:
