@@ -26,6 +26,22 @@ def fast_decode_step(
     kv_len: int | None = None,
 ) -> torch.Tensor:
     """One decode step, batch 1: ``token`` ``(1, 1)`` at ``position`` ``(1,)`` -> logits ``(1, V)``."""
+    try:
+        return _fused_step(model, token, position, rope, cache)
+    except BaseException:
+        if not torch.cuda.is_current_stream_capturing():
+            clear_accumulators(model)  # a step cut short must not leave partial sums behind
+        raise
+
+
+def clear_accumulators(model: torch.nn.Module) -> None:
+    """Zero every int4 layer's decode accumulator (they are kept at zero between steps)."""
+    for module in model.modules():
+        if hasattr(module, "clear_accumulator"):
+            module.clear_accumulator()
+
+
+def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
     from llm.kernels.decode_ops import add_rmsnorm, decode_attention
     from llm.kernels.linear import gated_mlp
 
@@ -102,9 +118,7 @@ class CudaGraphDecoder:
         # warm-up runs write position 0's cache slot: capture happens before any real decode
         # of that cache would read it back, and the real step rewrites the slot it attends to
         saved = (cache.k[:, :, 0].clone(), cache.v[:, :, 0].clone())
-        for module in model.modules():  # accumulators start at zero whatever came before
-            if hasattr(module, "clear_accumulator"):
-                module.clear_accumulator()
+        clear_accumulators(model)  # they start at zero whatever came before
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):

@@ -86,6 +86,28 @@ def test_eager_fast_step_equals_model_step(engines) -> None:
     assert not any(bool(s.any()) for s in sums)
 
 
+def test_a_failed_step_leaves_no_partial_sums(engines, monkeypatch) -> None:
+    import llm.kernels.decode_ops as decode_ops
+    from llm.cuda_graph import fast_decode_step
+
+    _, gpu = engines
+    gen = gpu.generator
+    gen.reset()
+    gen.prefill(list(range(2000, 2010)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("attention failed")
+
+    monkeypatch.setattr(decode_ops, "decode_attention", broken)
+    tok, pos = torch.tensor([[5]], device="cuda"), torch.tensor([10], device="cuda")
+    with pytest.raises(RuntimeError, match="attention failed"), torch.inference_mode():
+        fast_decode_step(gpu.model, tok, pos, gen.rope, gen.cache)  # c_attn had accumulated
+    sums = [
+        m._accumulator for m in gpu.model.modules() if getattr(m, "_accumulator", None) is not None
+    ]
+    assert sums and not any(bool(s.any()) for s in sums)
+
+
 def test_engine_generates_after_acceleration(engines) -> None:
     _, gpu = engines
     out = gpu.complete("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", max_new_tokens=8)

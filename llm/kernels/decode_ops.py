@@ -35,6 +35,11 @@ def _add_rmsnorm_kernel(
     tl.store(out_ptr + offs, normed * w.to(x_ptr.dtype.element_ty), mask=mask)
 
 
+# one program per row: at hidden 5120 on the H200, 4 warps took 1.98 us per call, 8: 2.11,
+# 16: 2.17, 32: 2.31 (fp32 delta read and cleared, graph-timed)
+ADD_NORM_WARPS = 4
+
+
 def add_rmsnorm(
     x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
 ) -> torch.Tensor:
@@ -49,7 +54,7 @@ def add_rmsnorm(
     clear = delta is not None and delta.dtype == torch.float32 and x.dtype != torch.float32
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
-        HAS_DELTA=delta is not None, CLEAR_DELTA=clear, BLOCK=block, num_warps=16,
+        HAS_DELTA=delta is not None, CLEAR_DELTA=clear, BLOCK=block, num_warps=ADD_NORM_WARPS,
     )  # fmt: skip
     return out
 
