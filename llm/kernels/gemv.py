@@ -5,9 +5,12 @@ matrix (split-K). The next tile's load is issued before the current tile is used
 overlap arithmetic. Dequantisation turns four nibbles into two fp16 pairs per instruction pair
 ``lop3`` into the mantissa of an fp16 constant, then one packed FMA to ``(q - zero) / 16``),
 multiplies by the paired fp16 activations with packed FMAs over the 8 values of a word, and
-accumulates the word's sum in fp32. Split-K partial sums meet in an fp32 workspace; the last program of a column
-block (a ticket counter) writes the fp16 result and leaves workspace and counter at zero again,
-so one launch does everything and no memset is needed between calls.
+accumulates the word's sum in fp32. Split-K partial sums meet in an fp32 workspace; the last
+program of a column block (a ticket counter) writes the fp16 result and leaves workspace and
+counter at zero again, so one launch does everything and no memset is needed between calls.
+With ``accumulate=True`` the partial sums go straight into the caller's fp32 output instead and
+the kernel ends there: whoever reads that output rounds it and clears it (the decode step's
+attention and add + RMSNorm kernels do), which saves the ticket and the read-back (~1 us a call).
 """
 
 from __future__ import annotations
