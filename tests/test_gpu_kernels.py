@@ -99,7 +99,7 @@ def test_gemv_matches_reference(shape, m: int) -> None:
         GemvConfig(256, 8, 8),
         GemvConfig(128, 2, use_asm=False),
         GemvConfig(64, 4, paired=False),
-        GemvConfig(64, 6, scale_ahead=True, weight_evict="evict_first"),
+        GemvConfig(64, 6, max_registers=64, weight_evict="evict_first"),
     ):
         y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
         int4_gemv(
@@ -139,7 +139,7 @@ def test_gemv_accumulates_into_fp32(shape, m: int) -> None:
     ref = x.float() @ ref_w + (layer.bias.float() if bias else 0)
     configs = (
         GemvConfig(64, 1),
-        GemvConfig(64, 6, scale_ahead=True),
+        GemvConfig(64, 5, max_registers=64),
         GemvConfig(32, 3, paired=False),
     )
     for cfg in configs:
@@ -220,7 +220,7 @@ def test_gated_gemv_matches_reference(shape, m: int) -> None:
         GemvConfig(32, 4),
         GemvConfig(64, 3, 8),
         GemvConfig(32, 2, use_asm=False),
-        GemvConfig(32, 3, scale_ahead=True),
+        GemvConfig(32, 3, max_registers=80),
     ):
         y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
         int4_gemv_gated(

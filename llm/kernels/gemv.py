@@ -70,7 +70,7 @@ class GemvConfig:
     use_asm: bool = True
     paired: bool = True  # the maskless paired-word kernel where the shape allows it
     weight_evict: str = ""  # paired kernel: L2 eviction hint of the weight loads ("evict_first")
-    scale_ahead: bool = False  # paired kernel: load the next tile's scales with its weights
+    max_registers: int | None = None  # paired kernel: per-thread register cap given to ptxas
 
 
 class SplitKWorkspace:
@@ -323,22 +323,29 @@ def _pair_dot(wa, wb, z, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.constexpr,
 
 
 @triton.jit
-def _tile_dot(qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row16, rows_a, N,
-              HAS_ZEROS: tl.constexpr, GROUP_ROWS: tl.constexpr, BLOCK_R: tl.constexpr,
-              USE_ASM: tl.constexpr, wa, wb, s_row):  # fmt: skip
-    """fp32 ``(BLOCK_R // 2, BLOCK_N)`` partial products of tile ``t`` (words already loaded;
-    ``s_row``: the tile's scales when loaded ahead, else None)."""
-    g = (t * BLOCK_R) // GROUP_ROWS
-    if s_row is None:
-        s = tl.load(s_ptr + g * N + offs_n)[None, :].to(tl.float32)
-    else:
-        s = s_row[None, :].to(tl.float32)
+def _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t, N, half_step, HAS_ZEROS: tl.constexpr,
+               GROUP_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, W_EVICT: tl.constexpr):  # fmt: skip
+    """Tile ``t``'s two half-tiles of words, its scales and (``HAS_ZEROS``) zero points."""
+    base = t * BLOCK_R * N
+    wa = tl.load(qw_ptr + base + offs, eviction_policy=W_EVICT)
+    wb = tl.load(qw_ptr + base + half_step + offs, eviction_policy=W_EVICT)
+    g = (t * BLOCK_R // GROUP_ROWS) * N
+    s = tl.load(s_ptr + g + offs_n)
     if HAS_ZEROS:
-        z = tl.load(z_ptr + g * N + offs_n)[None, :]
+        z = tl.load(z_ptr + g + offs_n)
     else:
-        z = 8
-    part = _pair_dot(wa, wb, z, x_row16, rows_a, BLOCK_R // 2, not HAS_ZEROS, USE_ASM)
-    return part * (s * 16.0)
+        z = s  # unused
+    return wa, wb, s, z
+
+
+@triton.jit
+def _tile_dot(wa, wb, s, z, x_row16, t, offs_h, HAS_ZEROS: tl.constexpr, BLOCK_R: tl.constexpr,
+              USE_ASM: tl.constexpr):  # fmt: skip
+    """fp32 ``(BLOCK_R // 2, BLOCK_N)`` partial products of tile ``t`` times its scales / 16."""
+    zero = z[None, :] if HAS_ZEROS else 8
+    rows_a = t * BLOCK_R + offs_h
+    part = _pair_dot(wa, wb, zero, x_row16, rows_a, BLOCK_R // 2, not HAS_ZEROS, USE_ASM)
+    return part * s[None, :].to(tl.float32)
 
 
 @triton.jit
@@ -348,12 +355,14 @@ def _int4_gemv_even_kernel(
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr, SPLIT_K,
     SPLIT: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
     USE_ASM: tl.constexpr, W_EVICT: tl.constexpr, ACCUMULATE: tl.constexpr,
-    SCALE_AHEAD: tl.constexpr,
 ):  # fmt: skip
     """No masks: N % BLOCK_N == 0, K/8 % BLOCK_R == 0, GROUP_ROWS % BLOCK_R == 0.
 
     Each 16-row tile is read as two 8-row halves whose words pair up in one packed-fp16 dot.
-    ``GATED``: a second matrix (``qw2``...) against the same x; the output is ``y1 * silu(y2)``.
+    Two tiles per loop trip, in two register sets: set B (tile t + 1) is loaded before set A
+    (tile t) is used, and set A is refilled with tile t + 2 before set B is used, so every load
+    has a tile's worth of arithmetic to arrive in. ``GATED``: a second matrix (``qw2``...)
+    against the same x; the output is ``y1 * silu(y2)``.
     """
     HALF: tl.constexpr = BLOCK_R // 2
     pid_n = tl.program_id(0)
@@ -366,53 +375,40 @@ def _int4_gemv_even_kernel(
     x_row16 = x_ptr + pid_m * stride_xm
     t_begin = pid_k * TILES_PER_SPLIT
     t_end = tl.minimum(t_begin + TILES_PER_SPLIT, NUM_TILES)
-    base = t_begin * BLOCK_R * N
-    wa = tl.load(qw_ptr + base + offs, eviction_policy=W_EVICT)
-    wb = tl.load(qw_ptr + base + half_step + offs, eviction_policy=W_EVICT)
     acc = tl.zeros([HALF, BLOCK_N], tl.float32)
-    s_row = None
-    s2_row = None
-    if SCALE_AHEAD:
-        s_row = tl.load(s_ptr + (t_begin * BLOCK_R // GROUP_ROWS) * N + offs_n)
-        if GATED:
-            s2_row = tl.load(s2_ptr + (t_begin * BLOCK_R // GROUP_ROWS) * N + offs_n)
+    aw, ax, a_s, az = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t_begin, N, half_step,
+                                 HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
     if GATED:
-        va = tl.load(qw2_ptr + base + offs, eviction_policy=W_EVICT)
-        vb = tl.load(qw2_ptr + base + half_step + offs, eviction_policy=W_EVICT)
         acc2 = tl.zeros([HALF, BLOCK_N], tl.float32)
-    for t in range(t_begin, t_end):
-        rows_a = t * BLOCK_R + offs_h
-        nxt = tl.minimum(t + 1, t_end - 1) * BLOCK_R * N  # the last prefetch re-reads a tile
-        wa_next = tl.load(qw_ptr + nxt + offs, eviction_policy=W_EVICT)
-        wb_next = tl.load(qw_ptr + nxt + half_step + offs, eviction_policy=W_EVICT)
+        av, ay, a_s2, az2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t_begin, N,
+                                       half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
+    for t in range(t_begin, t_end - 1, 2):
+        bw, bx, b_s, bz = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t + 1, N, half_step,
+                                     HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
         if GATED:
-            va_next = tl.load(qw2_ptr + nxt + offs, eviction_policy=W_EVICT)
-            vb_next = tl.load(qw2_ptr + nxt + half_step + offs, eviction_policy=W_EVICT)
-        if SCALE_AHEAD:
-            g_next = (tl.minimum(t + 1, t_end - 1) * BLOCK_R // GROUP_ROWS) * N
-            s_next = tl.load(s_ptr + g_next + offs_n)
-            if GATED:
-                s2_next = tl.load(s2_ptr + g_next + offs_n)
-        acc += _tile_dot(
-            qw_ptr, s_ptr, z_ptr, t, offs, offs_n, x_row16, rows_a, N,
-            HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, wa, wb, s_row,
-        )  # fmt: skip
-        wa = wa_next
-        wb = wb_next
+            bv, by, b_s2, bz2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t + 1, N,
+                                           half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
+        acc += _tile_dot(aw, ax, a_s, az, x_row16, t, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
         if GATED:
-            acc2 += _tile_dot(
-                qw2_ptr, s2_ptr, z2_ptr, t, offs, offs_n, x_row16, rows_a, N,
-                HAS_ZEROS, GROUP_ROWS, BLOCK_R, USE_ASM, va, vb, s2_row,
-            )  # fmt: skip
-            va = va_next
-            vb = vb_next
-        if SCALE_AHEAD:
-            s_row = s_next
-            if GATED:
-                s2_row = s2_next
-    col = tl.sum(acc, axis=0)  # (BLOCK_N,)
+            acc2 += _tile_dot(av, ay, a_s2, az2, x_row16, t, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
+        t2 = tl.minimum(t + 2, t_end - 1)  # past the end: re-read the last tile, unused
+        aw, ax, a_s, az = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t2, N, half_step,
+                                     HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
+        if GATED:
+            av, ay, a_s2, az2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t2, N,
+                                           half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
+        acc += _tile_dot(bw, bx, b_s, bz, x_row16, t + 1, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
+        if GATED:
+            acc2 += _tile_dot(bv, by, b_s2, bz2, x_row16, t + 1, offs_h, HAS_ZEROS, BLOCK_R,
+                              USE_ASM)  # fmt: skip
+    if (t_end - t_begin) % 2 == 1:  # an odd count leaves the last tile in set A
+        acc += _tile_dot(aw, ax, a_s, az, x_row16, t_end - 1, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
+        if GATED:
+            acc2 += _tile_dot(av, ay, a_s2, az2, x_row16, t_end - 1, offs_h, HAS_ZEROS, BLOCK_R,
+                              USE_ASM)  # fmt: skip
+    col = tl.sum(acc, axis=0) * 16.0  # (BLOCK_N,); the 16 of the (q - zero) / 16 products
     if GATED:
-        col2 = tl.sum(acc2, axis=0)
+        col2 = tl.sum(acc2, axis=0) * 16.0
     else:
         col2 = col
     y_row = y_ptr + pid_m * stride_ym
@@ -579,9 +575,15 @@ def _launch_even(
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
         USE_ASM=config.use_asm, W_EVICT=config.weight_evict, ACCUMULATE=accumulate,
-        SCALE_AHEAD=config.scale_ahead, num_warps=config.num_warps,
+        num_warps=config.num_warps, **_register_cap(config),
     )  # fmt: skip
     return y
+
+
+def _register_cap(config: GemvConfig) -> dict:
+    """Launch option that caps registers per thread: with room for both register sets, ptxas
+    issues each set's loads a whole tile ahead instead of sinking them toward their use."""
+    return {} if config.max_registers is None else {"maxnreg": config.max_registers}
 
 
 def gated_supported(k: int, n: int, group_size: int, block_n: int) -> bool:

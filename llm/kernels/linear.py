@@ -146,21 +146,20 @@ class Int4Linear(nn.Module):
 def gemv_choice(k: int, n: int) -> dict:
     """Decode-kernel launch shape (best of a sweep on the H200 at the Qwen-14B shapes).
 
-    64 columns per program, the paired kernel. Wide matrices (N >= 12288: 15360, 13696):
-    split-K 6, which nearly fills one wave of the 132 SMs (c_attn 14.8 us against 15.2 at
-    split 4). N = 5120: split-K 16 (attn.c_proj 6.45 us, mlp.c_proj 12.2 us against 12.6 at
-    12, both accumulating in fp32). Weights are read once per token, so their loads ask L2 to
-    evict them first: -0.3 to -0.5 us on each of these shapes (the gated pair, which reads two
-    matrices per program, was 0.8 us slower with the hint). Each tile's scales are loaded one
-    tile ahead with its weights (-0.2 to -0.7 us; the gated pair was 1.4 us slower so).
+    64 columns per program, the paired kernel, at most 64 registers per thread (room for both
+    register sets, so each tile's loads go out a whole tile ahead). Split-K: 4 for the wide
+    matrices (N >= 12288: c_attn 12.5 us), 10 for attn.c_proj (6.3 us), 12 for the long
+    K = 13696 of mlp.c_proj (11.3 us, against 12.6 for the previous kernel at split 16), all
+    accumulating in fp32. Weights are read once per token, so their loads ask L2 to evict them
+    first (-0.3 to -0.5 us each; the gated pair was slower with the hint).
     """
     tiles = max(1, -(-k // 128))
-    split = 6 if n >= 12288 else 16
+    split = 4 if n >= 12288 else 10 if k < 8192 else 12
     return {
         "block_n": 64,
         "split_k": min(split, tiles),
         "weight_evict": "evict_first",
-        "scale_ahead": True,
+        "max_registers": 64,
     }
 
 
