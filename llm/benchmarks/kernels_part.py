@@ -24,6 +24,11 @@ GEMV_CONFIGS = [
     for s in (4, 8, 16)
 ] + [GemvConfig(block_n=64, split_k=s, num_warps=4, weight_evict=_EVICT) for s in (5, 6, 12)]
 GEMV_CONFIGS += [GemvConfig(block_n=64, split_k=s, num_warps=4, paired=False) for s in (4, 5, 6, 8)]
+# the engine's shapes: a 64-register cap lets ptxas issue each tile's loads a tile ahead
+GEMV_CONFIGS += [
+    GemvConfig(block_n=64, split_k=s, num_warps=4, weight_evict=_EVICT, max_registers=64)
+    for s in (4, 6, 10, 12, 16)
+]
 GATED_CONFIGS = [
     GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 3, 4, 5, 6, 8)
 ]
@@ -61,7 +66,8 @@ def gbytes(k: int, n: int) -> float:
 def cfg_tag(cfg: GemvConfig) -> str:
     kind = ("paired" if cfg.paired else "plain") + ("" if cfg.use_asm else "_tl")
     hint = "_evict_first" if cfg.paired and cfg.weight_evict == "evict_first" else ""
-    return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}{hint}"
+    cap = f"_r{cfg.max_registers}" if cfg.paired and cfg.max_registers else ""
+    return f"bn{cfg.block_n}_s{cfg.split_k}_w{cfg.num_warps}_{kind}{hint}{cap}"
 
 
 def _record_best(res: dict, key: str, best: tuple, nbytes: float) -> None:
