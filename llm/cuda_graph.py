@@ -29,9 +29,17 @@ def fast_decode_step(
     try:
         return _fused_step(model, token, position, rope, cache)
     except BaseException:
-        if not torch.cuda.is_current_stream_capturing():
-            clear_accumulators(model)  # a step cut short must not leave partial sums behind
+        _clear_after_failure(model)  # a step cut short must not leave partial sums behind
         raise
+
+
+def _clear_after_failure(model: torch.nn.Module) -> None:
+    if not torch.cuda.is_available() or torch.cuda.is_current_stream_capturing():
+        return
+    try:
+        clear_accumulators(model)
+    except Exception:  # the step's own error is the one to surface
+        log.warning("could not clear the int4 accumulators after a failed step", exc_info=True)
 
 
 def clear_accumulators(model: torch.nn.Module) -> None:
@@ -54,22 +62,34 @@ def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
     blocks = list(tr.h)
     for i, blk in enumerate(blocks):
         k_cache, v_cache = cache.layer(i)  # (1, S, H, D)
-        qkv = _project(blk.attn.c_attn, h.view(1, -1)).view(-1)  # (3C,)
+        qkv, summed = _project(blk.attn.c_attn, h.view(1, -1))  # (1, 3C)
         a = decode_attention(
-            qkv, position, rope.cos, rope.sin, rope.logn, k_cache, v_cache, heads, head_dim
+            qkv.view(-1),
+            position,
+            rope.cos,
+            rope.sin,
+            rope.logn,
+            k_cache,
+            v_cache,
+            heads,
+            head_dim,
+            clear_qkv=summed,
         )  # (C,); also writes this position's k/v into the cache
-        h = add_rmsnorm(x, _project(blk.attn.c_proj, a.view(1, -1)).view(-1), blk.ln_2.weight, eps)
+        o, summed = _project(blk.attn.c_proj, a.view(1, -1))
+        h = add_rmsnorm(x, o.view(-1), blk.ln_2.weight, eps, clear_delta=summed)
         m = gated_mlp(blk.mlp.w1, blk.mlp.w2, h.view(1, -1))  # w1 * silu(w2), (1, F)
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
-        h = add_rmsnorm(x, _project(blk.mlp.c_proj, m).view(-1), nxt, eps)
+        o, summed = _project(blk.mlp.c_proj, m)
+        h = add_rmsnorm(x, o.view(-1), nxt, eps, clear_delta=summed)
     return model.lm_head(h.view(1, -1)).float()  # (1, V)
 
 
-def _project(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """An ``Int4Linear``'s fp32 accumulator (its consumer rounds and clears it), else the
-    layer's own output."""
+def _project(linear: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``(output, summed)``: an ``Int4Linear``'s fp32 accumulator and True (its consumer rounds
+    and clears it), else the layer's own output and False."""
     accumulate = getattr(linear, "accumulate", None)
-    return accumulate(x) if accumulate is not None else linear(x)
+    out = accumulate(x) if accumulate is not None else None
+    return (out, True) if out is not None else (linear(x), False)
 
 
 class CudaGraphDecoder:

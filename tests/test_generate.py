@@ -222,3 +222,17 @@ def _mask(ids: list[int]) -> torch.Tensor:
     seen = torch.zeros(152064, dtype=torch.bool)
     seen[ids] = True
     return seen
+
+
+def test_a_failing_fused_step_surfaces_its_own_error(engine, monkeypatch) -> None:
+    """The fused step's clean-up after a failure must not replace the error (on a machine
+    without CUDA, asking whether a stream is capturing raises one of its own)."""
+    import llm.cuda_graph as cuda_graph
+
+    def broken(*args, **kwargs):
+        raise ValueError("step failed")
+
+    monkeypatch.setattr(cuda_graph, "_fused_step", broken)
+    token, position = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    with pytest.raises(ValueError, match="step failed"):
+        cuda_graph.fast_decode_step(engine.model, token, position, None, None)

@@ -82,7 +82,9 @@ def test_fp32_accumulators_are_rounded_like_fp16_outputs_and_cleared() -> None:
     k16, v16 = (c.clone() for c in caches)
     expected = decode_attention(qkv32.half(), position, cos, sin, logn, k16, v16, heads, dim, ws)
     k32, v32 = (c.clone() for c in caches)
-    got = decode_attention(qkv32, position, cos, sin, logn, k32, v32, heads, dim, ws)
+    got = decode_attention(
+        qkv32, position, cos, sin, logn, k32, v32, heads, dim, ws, clear_qkv=True
+    )
     assert got.dtype == torch.float16
     assert torch.equal(got, expected) and torch.equal(k32, k16) and torch.equal(v32, v16)
     assert not qkv32.any()
@@ -92,6 +94,9 @@ def test_fp32_accumulators_are_rounded_like_fp16_outputs_and_cleared() -> None:
     weight = torch.rand(5120, device="cuda", generator=gen).half()
     x16 = x.clone()
     expected = add_rmsnorm(x16, delta32.half(), weight, 1e-6)
-    got = add_rmsnorm(x, delta32, weight, 1e-6)
+    kept = delta32.clone()
+    assert torch.equal(add_rmsnorm(x.clone(), delta32, weight, 1e-6), expected)
+    assert torch.equal(delta32, kept)  # cleared only when asked
+    got = add_rmsnorm(x, delta32, weight, 1e-6, clear_delta=True)
     assert torch.equal(got, expected) and torch.equal(x, x16)
     assert not delta32.any()

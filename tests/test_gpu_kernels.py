@@ -76,6 +76,7 @@ SHAPES = [  # (K, N, group, sym, bias)
     (768, 136, -1, True, True),
     (13696, 256, 128, True, False),
     (1024, 512, 128, False, True),
+    (1024, 256, 256, True, False),  # the maskless kernel with two tiles per scale group
 ]
 
 
@@ -117,11 +118,15 @@ def test_gemv_reads_activations_at_any_alignment() -> None:
     layer = make_gptq(1024, 256, 128, sym=True, bias=False, device="cuda")
     fast = Int4Linear.from_gptq(layer)
     ws = SplitKWorkspace(4, 256, "cuda")
-    buf = torch.randn(1 + 1024, device="cuda").half()
-    shifted = buf[1:].view(1, 1024)  # 2 bytes past an 8-byte boundary
-    assert shifted.data_ptr() % 8
-    args = (fast.qweight, fast.scales, None, None, 128, ws, GemvConfig(64, 1))  # no atomics
-    assert torch.equal(int4_gemv(shifted, *args), int4_gemv(shifted.clone(), *args))
+    buf = torch.randn(1 + 2 * 1024, device="cuda").half()
+    shifted = buf[1 : 1 + 1024].view(1, 1024)  # 2 bytes past an 8-byte boundary
+    strided = buf[1:][::2].unsqueeze(0)  # every other element
+    assert shifted.data_ptr() % 8 and strided.stride(1) == 2
+    for paired in (True, False):
+        cfg = GemvConfig(64, 1, paired=paired)  # split 1: no atomics, results bit for bit
+        args = (fast.qweight, fast.scales, None, None, 128, ws, cfg)
+        for x in (shifted, strided):
+            assert torch.equal(int4_gemv(x, *args), int4_gemv(x.contiguous().clone(), *args))
 
 
 @gpu
@@ -141,6 +146,7 @@ def test_gemv_accumulates_into_fp32(shape, m: int) -> None:
         GemvConfig(64, 1),
         GemvConfig(64, 5, max_registers=64),
         GemvConfig(32, 3, paired=False),
+        GemvConfig(64, 4, use_asm=False),
     )
     for cfg in configs:
         acc = torch.full((m, n), 0.25, dtype=torch.float32, device="cuda")

@@ -41,17 +41,24 @@ ADD_NORM_WARPS = 4
 
 
 def add_rmsnorm(
-    x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
+    x: torch.Tensor,
+    delta: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    clear_delta: bool = False,
 ) -> torch.Tensor:
     """``x += delta`` (in place, when given), then ``RMSNorm(x) * weight``; 1-D ``x``.
 
-    An fp32 ``delta`` is an int4 GEMV's accumulator (``Int4Linear.accumulate``): it is rounded
-    to ``x``'s dtype, as the linear's own output would be, and left cleared for the next call.
+    ``delta`` is rounded to ``x``'s dtype first, so an int4 GEMV's fp32 accumulator
+    (``Int4Linear.accumulate``) adds what the linear's own fp16 output would; ``clear_delta``
+    then leaves that accumulator at zero for the next call.
     """
+    if clear_delta and delta is None:
+        raise ValueError("add_rmsnorm: clear_delta needs a delta")
     n = x.numel()
     out = torch.empty_like(x)
     block = triton.next_power_of_2(n)
-    clear = delta is not None and delta.dtype == torch.float32 and x.dtype != torch.float32
+    clear = clear_delta
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
         HAS_DELTA=delta is not None, CLEAR_DELTA=clear, BLOCK=block, num_warps=ADD_NORM_WARPS,
@@ -142,6 +149,7 @@ def _attn_decode_kernel(
         k_new = _rotate(qkv_ptr + C + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF, dt).to(dt)
         v_new = tl.load(qkv_ptr + 2 * C + h * D + dd).to(dt)
         if CLEAR_QKV:
+            tl.debug_barrier()  # every warp has read its k elements' rotary partners
             zero = tl.zeros([D], qkv_ptr.dtype.element_ty)
             tl.store(qkv_ptr + h * D + dd, zero)
             tl.store(qkv_ptr + C + h * D + dd, zero)
@@ -202,18 +210,20 @@ def decode_attention(
     heads: int,
     head_dim: int,
     workspace: AttentionWorkspace | None = None,
+    clear_qkv: bool = False,
 ) -> torch.Tensor:
     """Attention of one new token, from the fused ``[q | k | v]`` projection ``(3C,)``.
 
     Rotates q and k at ``position`` (a device tensor), scales q by logN, writes k/v into cache
     slot ``position`` (caches ``(1, S, H, D)``) and attends over slots ``0..position``; returns
     ``(H*D,)``. fp32 rotary, scores and softmax; fp16 q/k/v and probabilities times V.
-    An fp32 ``qkv`` is an int4 GEMV's accumulator: it is read as rounded to the cache's dtype,
-    and cleared.
+    ``qkv`` is read as rounded to the cache's dtype, so an int4 GEMV's fp32 accumulator
+    (``Int4Linear.accumulate``) gives what the linear's fp16 output would; ``clear_qkv`` then
+    leaves that accumulator at zero for the next call.
     """
     ws = workspace or attention_workspace(heads, head_dim, qkv.device)
     o = torch.empty(heads * head_dim, dtype=k_cache.dtype, device=qkv.device)
-    clear = qkv.dtype == torch.float32 and k_cache.dtype != torch.float32
+    clear = clear_qkv
     _attn_decode_kernel[(heads, ws.splits)](
         qkv, position, cos, sin, logn, k_cache, v_cache, ws.partials, ws.counters, o,
         heads * head_dim, k_cache.stride(1), head_dim**-0.5,

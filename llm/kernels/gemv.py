@@ -290,7 +290,7 @@ def _pair_dot(wa, wb, z, x_ptr16, rows_a, HALF: tl.constexpr, SYM: tl.constexpr,
             zhi = tl.broadcast_to(hi_bits | (hi_bits << 16), wa.shape)
         c16 = tl.full(wa.shape, _C16, tl.int32)
         c256 = tl.full(wa.shape, _C256, tl.int32)
-        x_ptr64 = x_ptr16.to(tl.pointer_type(tl.int64))  # rows are 16-byte aligned
+        x_ptr64 = x_ptr16.to(tl.pointer_type(tl.int64))  # rows are 8-byte aligned (the caller)
         xa01 = tl.load(x_ptr64 + rows_a * 2)[:, None]
         xa23 = tl.load(x_ptr64 + rows_a * 2 + 1)[:, None]
         xb01 = tl.load(x_ptr64 + rows_b * 2)[:, None]
@@ -487,10 +487,11 @@ def int4_gemv(
     """
     m, k = x.shape
     k8, n = qweight.shape
-    if k != k8 * 8 or x.stride(1) != 1 or x.stride(0) % 2:
+    if k != k8 * 8:
         raise ValueError(f"int4_gemv: x of shape {tuple(x.shape)} does not match qweight {k8}x{n}")
     if accumulate:
-        _check_accumulator(out, m, n)
+        _check_accumulator(out, m, n, x.device)
+    x = _aligned_rows(x)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
     group_rows = group_size // 8
     if config.paired and _even(k8, n, group_rows, config.block_n):
@@ -498,7 +499,7 @@ def int4_gemv(
             x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config, accumulate
         )
     tiles, split, per_split, grid_n, ws, cnt = _split_plan(
-        k8, n, m, 1, None if accumulate else workspace, config, y, accumulate
+        k8, n, m, 1, workspace, config, y, accumulate
     )
     _int4_gemv_kernel[(grid_n, split, m)](
         x,
@@ -529,16 +530,35 @@ def int4_gemv(
     return y
 
 
-def _check_accumulator(out: torch.Tensor | None, m: int, n: int) -> None:
-    if out is None or out.dtype != torch.float32 or out.shape != (m, n) or not out.is_contiguous():
-        got = "None" if out is None else f"{out.dtype} {tuple(out.shape)}"
-        raise ValueError(f"int4_gemv: accumulate needs a contiguous fp32 ({m}, {n}) out; got {got}")
+def _check_accumulator(out: torch.Tensor | None, m: int, n: int, device: torch.device) -> None:
+    if (
+        out is None
+        or out.dtype != torch.float32
+        or out.shape != (m, n)
+        or not out.is_contiguous()
+        or out.device != device
+    ):
+        got = "None" if out is None else f"{out.dtype} {tuple(out.shape)} on {out.device}"
+        if out is not None and not out.is_contiguous():
+            got += f" with strides {out.stride()}"
+        raise ValueError(
+            f"int4_gemv: accumulate needs a contiguous fp32 ({m}, {n}) out on {device}; got {got}"
+        )
+
+
+def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its rows are contiguous and 8-byte aligned (the kernels read activations
+    as 32- and 64-bit words), else an aligned copy."""
+    if x.stride(1) == 1 and x.stride(0) % 4 == 0 and x.data_ptr() % 8 == 0:
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def _split_plan(
     k8: int, n: int, m: int, width: int, workspace, config: GemvConfig, y, accumulate=False
 ):
-    """Tiles, split count, tiles per split, column blocks, workspace and counters of a launch."""
+    """Tiles, split count, tiles per split, column blocks, workspace and counters of a launch
+    (``accumulate``: no workspace, the partial sums go straight into ``y``)."""
     tiles = triton.cdiv(k8, BLOCK_R)
     split = max(1, min(config.split_k, tiles))
     per_split = triton.cdiv(tiles, split)
@@ -560,13 +580,11 @@ def _launch_even(
     """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
     qweight, scales, zeros, bias = first
     qw2, s2, z2, b2 = second if second is not None else first
-    if x.data_ptr() % 8 or x.stride(0) % 4:  # the kernel reads activations as 64-bit words
-        x = x.clone(memory_format=torch.contiguous_format)
     m = x.shape[0]
     k8, n = qweight.shape
     gated = second is not None
     tiles, split, per_split, grid_n, ws, cnt = _split_plan(
-        k8, n, m, 2 if gated else 1, None if accumulate else workspace, config, y, accumulate
+        k8, n, m, 2 if gated else 1, workspace, config, y, accumulate
     )
     _int4_gemv_even_kernel[(grid_n, split, m)](
         x, qweight, scales, zeros if zeros is not None else qweight,
@@ -608,9 +626,9 @@ def int4_gemv_gated(
         raise ValueError("int4_gemv_gated: the two matrices differ in shape or zero points")
     if (first[3] is None) != (second[3] is None):
         raise ValueError("int4_gemv_gated: bias on one matrix only")
-    if k != k8 * 8 or x.stride(1) != 1 or x.stride(0) % 2:
+    if k != k8 * 8:
         raise ValueError(f"int4_gemv_gated: x of shape {tuple(x.shape)} does not match {k8}x{n}")
     if not gated_supported(k, n, group_size, config.block_n):
         raise ValueError(f"int4_gemv_gated: {k}x{n} g{group_size} needs N % {config.block_n} == 0")
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
-    return _launch_even(x, first, second, y, group_size // 8, workspace, config)
+    return _launch_even(_aligned_rows(x), first, second, y, group_size // 8, workspace, config)

@@ -107,32 +107,31 @@ class Int4Linear(nn.Module):
                 y += self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
-    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W + b`` summed in fp32 into this layer's accumulator ``(M, N)``, for decode.
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``x @ W + b`` for one row, summed in fp32 into this layer's accumulator ``(1, N)``.
 
-        The split-K programs add their partial sums straight into the accumulator and the
-        kernel ends without gathering them; the consumer (``add_rmsnorm``,
-        ``decode_attention``) rounds the total to fp16 and clears it. Falls back to
-        ``forward`` (fp16) where the decode GEMV does not apply.
+        For batch-1 decode: the split-K programs add their partial sums straight into the
+        accumulator and the kernel ends without gathering them; the consumer
+        (``add_rmsnorm(..., clear_delta=True)``, ``decode_attention(..., clear_qkv=True)``)
+        rounds the total to fp16 and clears it. Returns None where this does not apply (not
+        CUDA, not one row, another dtype): the caller then uses ``forward``.
         """
         x2 = x.reshape(-1, self.in_features)
-        m = x2.shape[0]
-        if not x2.is_cuda or m > GEMV_MAX_M or x2.dtype != self.scales.dtype:
-            return self(x)
+        if not x2.is_cuda or x2.shape[0] != 1 or x2.dtype != self.scales.dtype:
+            return None
         from llm.kernels.gemv import GemvConfig, int4_gemv
 
         if self.gemv_config is None:
             self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
-        acc = self._accumulator
-        if acc is None or acc.shape[0] < m:
-            acc = torch.zeros(GEMV_MAX_M, self.out_features, dtype=torch.float32, device=x.device)
-            self._accumulator = acc
-        out = acc[:m]
+        if self._accumulator is None:
+            self._accumulator = torch.zeros(
+                1, self.out_features, dtype=torch.float32, device=x.device
+            )
         int4_gemv(
             x2.contiguous(), self.qweight, self.scales, self.zeros, self.bias, self.group_size,
-            None, self.gemv_config, out=out, accumulate=True,
+            None, self.gemv_config, out=self._accumulator, accumulate=True,
         )  # fmt: skip
-        return out.view(*x.shape[:-1], self.out_features)
+        return self._accumulator
 
     def clear_accumulator(self) -> None:
         """Zero the accumulator (after an interrupted step left a sum in it)."""
