@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
+from llm.sampling import apply_repetition_penalty
+
 log = logging.getLogger(__name__)
 
 
@@ -117,17 +119,14 @@ class CudaGraphDecoder:
         self._copied = torch.cuda.Event()  # the last staging -> device copy
         self._seen = torch.zeros(vocab, dtype=torch.bool, device=device)
         self._penalty = torch.ones(1, dtype=torch.float32, device=device)
-        self._choice = torch.zeros(1, dtype=torch.long, device=device)
         self._ring = torch.zeros(self.RING, dtype=torch.long).pin_memory()
         self._ring_ready = [torch.cuda.Event() for _ in range(self.RING)]
 
     def _step_and_choose(self, model, rope, cache) -> torch.Tensor:
         """The decode step, then the greedy choice fed back as the next step's input."""
         logits = self.step(model, self._inputs[:1].view(1, 1), self._inputs[1:], rope, cache)
-        penalized = torch.where(logits < 0, logits * self._penalty, logits / self._penalty)
-        choice = torch.where(self._seen, penalized, logits).argmax(-1)  # (1,)
-        self._choice.copy_(choice)
-        self._inputs[:1].copy_(choice)
+        choice = apply_repetition_penalty(logits, self._seen, self._penalty).argmax(-1)  # (1,)
+        self._inputs[:1].copy_(choice)  # also where ``greedy`` reads the choice back
         self._inputs[1:].add_(1)
         self._seen.index_fill_(0, choice, True)
         return logits
@@ -208,7 +207,7 @@ class CudaGraphDecoder:
 
         def queue(j: int) -> None:
             self._graph.replay()
-            self._ring[j % self.RING].copy_(self._choice[0], non_blocking=True)
+            self._ring[j % self.RING].copy_(self._inputs[0], non_blocking=True)
             self._ring_ready[j % self.RING].record()
 
         queue(0)

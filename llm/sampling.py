@@ -13,13 +13,15 @@ from llm.types import SamplingParams
 
 
 def apply_repetition_penalty(
-    logits: torch.Tensor, seen: torch.Tensor, penalty: float
+    logits: torch.Tensor, seen: torch.Tensor, penalty: float | torch.Tensor
 ) -> torch.Tensor:
     """Divide positive (multiply negative) logits of the ``seen`` ids by ``penalty``.
 
     ``seen`` is a boolean mask of the vocabulary (each id counts once, however often it occurs).
+    ``penalty`` may be a device tensor (a CUDA graph reads it at replay time); a float 1.0
+    returns ``logits`` untouched.
     """
-    if penalty == 1.0:
+    if not isinstance(penalty, torch.Tensor) and penalty == 1.0:
         return logits
     penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalized, logits)

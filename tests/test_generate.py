@@ -236,3 +236,24 @@ def test_a_failing_fused_step_surfaces_its_own_error(engine, monkeypatch) -> Non
     token, position = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="step failed"):
         cuda_graph.fast_decode_step(engine.model, token, position, None, None)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_graph_choice_applies_the_sampling_penalty_and_feeds_itself_back(penalty: float) -> None:
+    """The step the decode graph captures: the greedy choice (the sampler's repetition penalty
+    over a device mask) becomes the next step's token, and the position advances."""
+    from llm.cuda_graph import CudaGraphDecoder
+
+    logits = torch.tensor([[2.0, 2.5, -1.0, 2.4]])
+    seen = torch.tensor([False, True, False, False])
+    decoder = CudaGraphDecoder(step=lambda *args: logits)
+    decoder._inputs = torch.tensor([7, 41])
+    decoder._seen = seen.clone()
+    decoder._penalty = torch.tensor([penalty])
+    decoder._step_and_choose(None, None, None)
+    expected = sample_token(
+        logits, seen, SamplingParams(do_sample=False, repetition_penalty=penalty)
+    )
+    assert decoder._inputs.tolist() == [expected, 42]
+    assert expected == (1 if penalty == 1.0 else 3)
+    assert decoder._seen[expected] and decoder._seen[1]
