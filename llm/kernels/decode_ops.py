@@ -58,10 +58,10 @@ def add_rmsnorm(
     n = x.numel()
     out = torch.empty_like(x)
     block = triton.next_power_of_2(n)
-    clear = clear_delta
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
-        HAS_DELTA=delta is not None, CLEAR_DELTA=clear, BLOCK=block, num_warps=ADD_NORM_WARPS,
+        HAS_DELTA=delta is not None, CLEAR_DELTA=clear_delta, BLOCK=block,
+        num_warps=ADD_NORM_WARPS,
     )  # fmt: skip
     return out
 
@@ -223,12 +223,11 @@ def decode_attention(
     """
     ws = workspace or attention_workspace(heads, head_dim, qkv.device)
     o = torch.empty(heads * head_dim, dtype=k_cache.dtype, device=qkv.device)
-    clear = clear_qkv
     _attn_decode_kernel[(heads, ws.splits)](
         qkv, position, cos, sin, logn, k_cache, v_cache, ws.partials, ws.counters, o,
         heads * head_dim, k_cache.stride(1), head_dim**-0.5,
         D=head_dim, HALF=head_dim // 2, SPLITS=ws.splits, BLOCK_S=ATTN_BLOCK_S,
-        STAGES=ATTN_STAGES, CLEAR_QKV=clear, num_warps=ATTN_WARPS,
+        STAGES=ATTN_STAGES, CLEAR_QKV=clear_qkv, num_warps=ATTN_WARPS,
     )  # fmt: skip
     return o
 

@@ -77,10 +77,8 @@ class Int4Linear(nn.Module):
             x2 = x2.to(self.scales.dtype).contiguous()
         m = x2.shape[0]
         if m <= GEMV_MAX_M:
-            from llm.kernels.gemv import GemvConfig, int4_gemv
+            from llm.kernels.gemv import int4_gemv
 
-            if self.gemv_config is None:
-                self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
             y = int4_gemv(
                 x2,
                 self.qweight,
@@ -89,7 +87,7 @@ class Int4Linear(nn.Module):
                 self.bias,
                 self.group_size,
                 self.workspace,
-                self.gemv_config,
+                self._decode_config(),
             )
         elif self.prefill_kernel == "triton":
             from llm.kernels.gemm import GemmConfig, int4_gemm
@@ -119,19 +117,25 @@ class Int4Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_cuda or x2.shape[0] != 1 or x2.dtype != self.scales.dtype:
             return None
-        from llm.kernels.gemv import GemvConfig, int4_gemv
+        from llm.kernels.gemv import int4_gemv
 
-        if self.gemv_config is None:
-            self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
         if self._accumulator is None:
             self._accumulator = torch.zeros(
                 1, self.out_features, dtype=torch.float32, device=x.device
             )
         int4_gemv(
-            x2.contiguous(), self.qweight, self.scales, self.zeros, self.bias, self.group_size,
-            None, self.gemv_config, out=self._accumulator, accumulate=True,
+            x2, self.qweight, self.scales, self.zeros, self.bias, self.group_size, None,
+            self._decode_config(), out=self._accumulator, accumulate=True,
         )  # fmt: skip
         return self._accumulator
+
+    def _decode_config(self):
+        """The decode GEMV's launch shape, chosen on first use (``gemv_choice``)."""
+        if self.gemv_config is None:
+            from llm.kernels.gemv import GemvConfig
+
+            self.gemv_config = GemvConfig(**gemv_choice(self.in_features, self.out_features))
+        return self.gemv_config
 
     def clear_accumulator(self) -> None:
         """Zero the accumulator (after an interrupted step left a sum in it)."""
