@@ -272,6 +272,8 @@ def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> di
         log.info("decode ctx %d: %.1f tok/s", c, 1 / s)
     res["decode"] = decode
     res["profile_1k"] = profile_step(model, gen, 1024)
+    for reuse in (True, False):  # untimed: the first episodes pay one-time prefill set-up
+        agent_episode(gen, reuse=reuse)
     res["agent_reuse"] = agent_episode(gen, reuse=True)
     res["agent_reprefill"] = agent_episode(gen, reuse=False)
     del gen
