@@ -69,12 +69,6 @@ def unpack_repacked(qweight_r: torch.Tensor) -> torch.Tensor:
     return q[:, inverse, :].reshape(-1, qweight_r.shape[1])
 
 
-def zero_word(zeros: torch.Tensor) -> torch.Tensor:
-    """Zero points -> int32 holding the fp16 pair ``(1024 + z, 1024 + z)`` the decode kernel subtracts."""
-    half = zeros.to(torch.int32) + 0x6400
-    return half | (half << 16)
-
-
 def check_group_index(g_idx: torch.Tensor | None, k: int, group_size: int) -> bool:
     """True when ``g_idx`` is the trivial ``k // group_size`` (no act-order permutation)."""
     if g_idx is None:
