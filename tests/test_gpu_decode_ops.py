@@ -51,6 +51,30 @@ def test_decode_attention_matches_reference(pos: int) -> None:
     assert not ws.counters.any()  # the last split of each head left its counter at zero
 
 
+@pytest.mark.parametrize(("pos", "slots"), [(0, 4096), (5, 100), (64, 4096), (200, 230)])
+def test_decode_attention_ignores_slots_past_the_position(pos: int, slots: int) -> None:
+    """Never-written slots past the position (NaN, inf) must not reach the output, also where
+    the cache is shorter than the splits' blocks."""
+    from llm.kernels.decode_ops import AttentionWorkspace, decode_attention
+
+    heads, dim = 4, 128
+    gen = torch.Generator(device="cuda").manual_seed(pos + slots)
+    qkv = torch.randn(3 * heads * dim, device="cuda", generator=gen).half()
+    angles = torch.rand(slots, dim, device="cuda", generator=gen) * 6.3
+    cos, sin = angles.cos(), angles.sin()
+    logn = 1 + torch.rand(slots, device="cuda", generator=gen)
+    k_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
+    v_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
+    k_cache[0, pos:] = float("nan")
+    v_cache[0, pos:] = float("inf")
+    ref, _, _ = attention_reference(qkv, pos, cos, sin, logn, k_cache, v_cache, heads, dim)
+    ws = AttentionWorkspace(heads, dim, 8, torch.device("cuda"))
+    position = torch.tensor([pos], device="cuda")
+    out = decode_attention(qkv, position, cos, sin, logn, k_cache, v_cache, heads, dim, ws)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
+
+
 def test_add_rmsnorm_matches_reference() -> None:
     from llm.kernels.decode_ops import add_rmsnorm
 

@@ -16,12 +16,25 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.fixture(scope="module")
-def engines(tiny_model_dir):
-    from llm.engine import load_engine
+# "wide": heads of 128 and group 128, shapes the paired GEMV kernel takes (the engine's path at
+# the real model's shapes), where "tiny" runs the masked kernel
+WIDE = dict(
+    hidden_size=256, num_attention_heads=2, kv_channels=128, intermediate_size=1024, group_size=128
+)
 
-    cpu = load_engine(tiny_model_dir, device="cpu", progress=False)
-    gpu = load_engine(tiny_model_dir, device="cuda", progress=False, max_seq_len=4096)
+
+@pytest.fixture(scope="module", params=["tiny", "wide"])
+def engines(request, tiny_model_dir, tmp_path_factory):
+    from llm.engine import load_engine
+    from llm.testing import make_tiny_checkpoint
+
+    path = tiny_model_dir
+    if request.param == "wide":
+        path = make_tiny_checkpoint(
+            tmp_path_factory.mktemp("wide-qwen"), num_hidden_layers=2, **WIDE
+        )
+    cpu = load_engine(path, device="cpu", progress=False)
+    gpu = load_engine(path, device="cuda", progress=False, max_seq_len=4096)
     return cpu, gpu
 
 
