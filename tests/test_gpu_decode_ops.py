@@ -29,18 +29,24 @@ def attention_reference(qkv, pos, cos, sin, logn, k_cache, v_cache, heads, dim):
     return torch.einsum("hs,shd->hd", probs, values).half().reshape(-1), k_cache, v_cache
 
 
-@pytest.mark.parametrize("pos", [0, 1, 63, 64, 65, 1000, 4095])
-def test_decode_attention_matches_reference(pos: int) -> None:
-    from llm.kernels.decode_ops import AttentionWorkspace, decode_attention
-
-    heads, dim, slots = 8, 128, 4096
-    gen = torch.Generator(device="cuda").manual_seed(pos)
+def attention_inputs(heads: int, dim: int, slots: int, seed: int):
+    """Random ``qkv`` (fp16), rotary tables, logN and fp16 K/V caches of ``slots`` slots."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
     qkv = torch.randn(3 * heads * dim, device="cuda", generator=gen).half()
     angles = torch.rand(slots, dim, device="cuda", generator=gen) * 6.3
     cos, sin = angles.cos(), angles.sin()
     logn = 1 + torch.rand(slots, device="cuda", generator=gen)
     k_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
     v_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
+    return qkv, cos, sin, logn, k_cache, v_cache
+
+
+@pytest.mark.parametrize("pos", [0, 1, 63, 64, 65, 1000, 4095])
+def test_decode_attention_matches_reference(pos: int) -> None:
+    from llm.kernels.decode_ops import AttentionWorkspace, decode_attention
+
+    heads, dim, slots = 8, 128, 4096
+    qkv, cos, sin, logn, k_cache, v_cache = attention_inputs(heads, dim, slots, seed=pos)
     ref, k_ref, v_ref = attention_reference(qkv, pos, cos, sin, logn, k_cache, v_cache, heads, dim)
     ws = AttentionWorkspace(heads, dim, 16, torch.device("cuda"))
     position = torch.tensor([pos], device="cuda")
@@ -58,13 +64,7 @@ def test_decode_attention_ignores_slots_past_the_position(pos: int, slots: int) 
     from llm.kernels.decode_ops import AttentionWorkspace, decode_attention
 
     heads, dim = 4, 128
-    gen = torch.Generator(device="cuda").manual_seed(pos + slots)
-    qkv = torch.randn(3 * heads * dim, device="cuda", generator=gen).half()
-    angles = torch.rand(slots, dim, device="cuda", generator=gen) * 6.3
-    cos, sin = angles.cos(), angles.sin()
-    logn = 1 + torch.rand(slots, device="cuda", generator=gen)
-    k_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
-    v_cache = torch.randn(1, slots, heads, dim, device="cuda", generator=gen).half()
+    qkv, cos, sin, logn, k_cache, v_cache = attention_inputs(heads, dim, slots, seed=pos + slots)
     k_cache[0, pos:] = float("nan")
     v_cache[0, pos:] = float("inf")
     ref, _, _ = attention_reference(qkv, pos, cos, sin, logn, k_cache, v_cache, heads, dim)
