@@ -41,16 +41,22 @@ def attention_inputs(heads: int, dim: int, slots: int, seed: int):
     return qkv, cos, sin, logn, k_cache, v_cache
 
 
+@pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("pos", [0, 1, 63, 64, 65, 1000, 4095])
-def test_decode_attention_matches_reference(pos: int) -> None:
+def test_decode_attention_matches_reference(pos: int, early: bool) -> None:
+    """Also launched early (``llm.kernels.overlap``): it reads the position and its rotary rows,
+    then waits for the projection."""
     from llm.kernels.decode_ops import AttentionWorkspace, decode_attention
+    from llm.kernels.overlap import Overlap
 
     heads, dim, slots = 8, 128, 4096
     qkv, cos, sin, logn, k_cache, v_cache = attention_inputs(heads, dim, slots, seed=pos)
     ref, k_ref, v_ref = attention_reference(qkv, pos, cos, sin, logn, k_cache, v_cache, heads, dim)
     ws = AttentionWorkspace(heads, dim, 16, torch.device("cuda"))
     position = torch.tensor([pos], device="cuda")
-    out = decode_attention(qkv, position, cos, sin, logn, k_cache, v_cache, heads, dim, ws)
+    out = decode_attention(
+        qkv, position, cos, sin, logn, k_cache, v_cache, heads, dim, ws, overlap=Overlap(early)
+    )
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
     torch.testing.assert_close(k_cache, k_ref, rtol=0, atol=1e-3)
     assert torch.equal(v_cache, v_ref)

@@ -214,6 +214,18 @@ def apply_tuning(model: torch.nn.Module, kernels: dict | None) -> dict:
 
 
 @torch.inference_mode()
+def overlapped_boundaries(device: torch.device) -> list[str]:
+    """The decode step's kernel boundaries that overlap on ``device`` (``DecodeOverlap``)."""
+    from dataclasses import asdict
+
+    from llm.cuda_graph import DECODE_OVERLAP
+    from llm.kernels.overlap import overlap_supported
+
+    if not overlap_supported(device):
+        return []
+    return [edge for edge, on in asdict(DECODE_OVERLAP).items() if on]
+
+
 def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> dict:
     from llm.benchmarks.kernel_bench import copy_bandwidth
     from llm.kernels import accelerate
@@ -225,6 +237,7 @@ def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> di
     torch.cuda.synchronize()
     res: dict = {"copy_tbps": bw / 1e12, "build_s": time.perf_counter() - t0}
     res["launch_shapes"] = apply_tuning(model, tuned)
+    res["overlapped_boundaries"] = overlapped_boundaries(torch.device("cuda"))
     wbytes = int4_bytes(model) + model.lm_head.weight.numel() * 2
     res["bytes_per_token_weights"] = wbytes
     steps = 32 if quick else 96

@@ -14,15 +14,29 @@ import torch
 import triton
 import triton.language as tl
 
+from llm.kernels.overlap import (
+    AT_START,
+    NEVER,
+    NONE,
+    Overlap,
+    launch_options,
+    release_after_loop,
+    release_at_start,
+    wait_if_early,
+)
+
 
 @triton.jit
 def _add_rmsnorm_kernel(
     x_ptr, d_ptr, w_ptr, out_ptr, N, eps,
     HAS_DELTA: tl.constexpr, CLEAR_DELTA: tl.constexpr, BLOCK: tl.constexpr,
+    EARLY: tl.constexpr, RELEASE: tl.constexpr,
 ):  # fmt: skip
     offs = tl.arange(0, BLOCK)
     mask = offs < N
     w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    wait_if_early(EARLY)  # x and the delta come from the kernels before
+    release_at_start(RELEASE)  # (after the wait: the next kernel must not start beside those)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     if HAS_DELTA:
         x = x + tl.load(d_ptr + offs, mask=mask, other=0.0).to(x.dtype)
@@ -46,12 +60,16 @@ def add_rmsnorm(
     weight: torch.Tensor,
     eps: float,
     clear_delta: bool = False,
+    release_next: bool = False,
+    early: bool = False,
 ) -> torch.Tensor:
     """``x += delta`` (in place, when given), then ``RMSNorm(x) * weight``; 1-D ``x``.
 
     ``delta`` is rounded to ``x``'s dtype first, so an int4 GEMV's fp32 accumulator
     (``Int4Linear.accumulate``) adds what the linear's own fp16 output would; ``clear_delta``
-    then leaves that accumulator at zero for the next call.
+    then leaves that accumulator at zero for the next call. ``release_next``: a kernel launched
+    early after this one (``llm.kernels.overlap``) may start as soon as this one has; ``early``:
+    this one is launched before the kernel that writes ``delta`` has ended.
     """
     if clear_delta and delta is None:
         raise ValueError("add_rmsnorm: clear_delta needs a delta")
@@ -61,20 +79,19 @@ def add_rmsnorm(
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
         HAS_DELTA=delta is not None, CLEAR_DELTA=clear_delta, BLOCK=block,
-        num_warps=ADD_NORM_WARPS,
+        EARLY=early, RELEASE=AT_START if release_next else NEVER, num_warps=ADD_NORM_WARPS,
+        **launch_options(Overlap(early)),
     )  # fmt: skip
     return out
 
 
 @triton.jit
-def _rotate(src_ptr, cos_ptr, sin_ptr, pos, dd, D: tl.constexpr, HALF: tl.constexpr,
-            dt: tl.constexpr):  # fmt: skip
-    """Qwen's rotary embedding of one head (``rotate_half`` form) at ``pos``, in fp32, of the
-    projection as rounded to ``dt`` (a no-op unless the projection is an fp32 accumulator)."""
+def _rotate(src_ptr, c, s, dd, D: tl.constexpr, HALF: tl.constexpr, dt: tl.constexpr):
+    """Qwen's rotary embedding of one head (``rotate_half`` form; ``c`` / ``s`` the cos / sin
+    rows of its position), in fp32, of the projection as rounded to ``dt`` (a no-op unless the
+    projection is an fp32 accumulator)."""
     a = tl.load(src_ptr + dd).to(dt).to(tl.float32)
     b = tl.load(src_ptr + (dd + HALF) % D).to(dt).to(tl.float32)
-    c = tl.load(cos_ptr + pos * D + dd)
-    s = tl.load(sin_ptr + pos * D + dd)
     return a * c + tl.where(dd < HALF, -b, b) * s
 
 
@@ -118,14 +135,16 @@ def _attn_decode_kernel(
     qkv_ptr, pos_ptr, cos_ptr, sin_ptr, logn_ptr, kc_ptr, vc_ptr, part_ptr, cnt_ptr, o_ptr,
     C, stride_s, scale,
     D: tl.constexpr, HALF: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
-    STAGES: tl.constexpr, CLEAR_QKV: tl.constexpr,
+    STAGES: tl.constexpr, CLEAR_QKV: tl.constexpr, EARLY: tl.constexpr, RELEASE: tl.constexpr,
 ):  # fmt: skip
     """One (head, split): online softmax over its share of the cached slots ``0..pos-1``.
 
     The last split of a head to finish (a ticket counter) rotates the new token's k, writes k/v
     into slot ``pos``, and merges every split's partial result with the new token's own term.
     ``CLEAR_QKV``: the projection is an fp32 accumulator; that split also clears the head's
-    q, k and v (every other split has read q before taking its ticket).
+    q, k and v (every other split has read q before taking its ticket). ``EARLY``
+    (``llm.kernels.overlap``): launched before the projection has ended, it reads the position
+    and its rotary rows (written before that) and then waits for it.
     """
     h = tl.program_id(0)
     sp = tl.program_id(1)
@@ -136,9 +155,13 @@ def _attn_decode_kernel(
     dd = tl.arange(0, D)
     dt = o_ptr.dtype.element_ty
     logn = tl.load(logn_ptr + pos).to(dt)
-    q16 = _rotate(qkv_ptr + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF, dt).to(dt) * logn
+    cos = tl.load(cos_ptr + pos * D + dd)
+    sin = tl.load(sin_ptr + pos * D + dd)
+    wait_if_early(EARLY)
+    q16 = _rotate(qkv_ptr + h * D, cos, sin, dd, D, HALF, dt).to(dt) * logn
     acc, m, l_sum = _attend(q16, kc_ptr, vc_ptr, start, end, h, stride_s, scale, dd, D, BLOCK_S,
                             STAGES)  # fmt: skip
+    release_after_loop(RELEASE)
     row = part_ptr + (h * SPLITS + sp) * (D + 2)
     tl.store(row + dd, acc)
     tl.store(row + D, m)
@@ -146,7 +169,7 @@ def _attn_decode_kernel(
     tl.debug_barrier()
     ticket = tl.atomic_add(cnt_ptr + h, 1, sem="acq_rel")
     if ticket == SPLITS - 1:
-        k_new = _rotate(qkv_ptr + C + h * D, cos_ptr, sin_ptr, pos, dd, D, HALF, dt).to(dt)
+        k_new = _rotate(qkv_ptr + C + h * D, cos, sin, dd, D, HALF, dt).to(dt)
         v_new = tl.load(qkv_ptr + 2 * C + h * D + dd).to(dt)
         if CLEAR_QKV:
             tl.debug_barrier()  # every warp has read its k elements' rotary partners
@@ -211,6 +234,7 @@ def decode_attention(
     head_dim: int,
     workspace: AttentionWorkspace | None = None,
     clear_qkv: bool = False,
+    overlap: Overlap = NONE,
 ) -> torch.Tensor:
     """Attention of one new token, from the fused ``[q | k | v]`` projection ``(3C,)``.
 
@@ -219,7 +243,8 @@ def decode_attention(
     ``(H*D,)``. fp32 rotary, scores and softmax; fp16 q/k/v and probabilities times V.
     ``qkv`` is read as rounded to the cache's dtype, so an int4 GEMV's fp32 accumulator
     (``Int4Linear.accumulate``) gives what the linear's fp16 output would; ``clear_qkv`` then
-    leaves that accumulator at zero for the next call.
+    leaves that accumulator at zero for the next call. ``overlap``: how the launch overlaps its
+    neighbours (``llm.kernels.overlap``).
     """
     ws = workspace or attention_workspace(heads, head_dim, qkv.device)
     o = torch.empty(heads * head_dim, dtype=k_cache.dtype, device=qkv.device)
@@ -227,7 +252,8 @@ def decode_attention(
         qkv, position, cos, sin, logn, k_cache, v_cache, ws.partials, ws.counters, o,
         heads * head_dim, k_cache.stride(1), head_dim**-0.5,
         D=head_dim, HALF=head_dim // 2, SPLITS=ws.splits, BLOCK_S=ATTN_BLOCK_S,
-        STAGES=ATTN_STAGES, CLEAR_QKV=clear_qkv, num_warps=ATTN_WARPS,
+        STAGES=ATTN_STAGES, CLEAR_QKV=clear_qkv, EARLY=overlap.early, RELEASE=overlap.release,
+        num_warps=ATTN_WARPS, **launch_options(overlap),
     )  # fmt: skip
     return o
 

@@ -21,6 +21,15 @@ import torch
 import triton
 import triton.language as tl
 
+from llm.kernels.overlap import (
+    NONE,
+    Overlap,
+    launch_options,
+    release_after_loop,
+    release_at_start,
+    wait_if_early,
+)
+
 BLOCK_R = 16  # packed rows (128 inputs) per tile
 
 # One packed word (8 inputs) against four fp16 activation pairs. Nibbles 0/4 and 2/6 are masked
@@ -355,6 +364,7 @@ def _int4_gemv_even_kernel(
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr, SPLIT_K,
     SPLIT: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
     USE_ASM: tl.constexpr, W_EVICT: tl.constexpr, ACCUMULATE: tl.constexpr,
+    EARLY: tl.constexpr, RELEASE: tl.constexpr,
 ):  # fmt: skip
     """No masks: N % BLOCK_N == 0, K/8 % BLOCK_R == 0, GROUP_ROWS % BLOCK_R == 0.
 
@@ -362,9 +372,12 @@ def _int4_gemv_even_kernel(
     Two tiles per loop trip, in two register sets: set B (tile t + 1) is loaded before set A
     (tile t) is used, and set A is refilled with tile t + 2 before set B is used, so every load
     has a tile's worth of arithmetic to arrive in. ``GATED``: a second matrix (``qw2``...)
-    against the same x; the output is ``y1 * silu(y2)``.
+    against the same x; the output is ``y1 * silu(y2)``. ``EARLY`` (``llm.kernels.overlap``):
+    launched before the kernel that writes x has ended, it loads its first tile of weights and
+    then waits for it (two tiles before the wait measured slower).
     """
     HALF: tl.constexpr = BLOCK_R // 2
+    release_at_start(RELEASE)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -382,6 +395,7 @@ def _int4_gemv_even_kernel(
         acc2 = tl.zeros([HALF, BLOCK_N], tl.float32)
         av, ay, a_s2, az2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t_begin, N,
                                        half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
+    wait_if_early(EARLY)  # x is written by the kernel this one may have started beside
     for t in range(t_begin, t_end - 1, 2):
         bw, bx, b_s, bz = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t + 1, N, half_step,
                                      HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
@@ -406,6 +420,7 @@ def _int4_gemv_even_kernel(
         if GATED:
             acc2 += _tile_dot(av, ay, a_s2, az2, x_row16, t_end - 1, offs_h, HAS_ZEROS, BLOCK_R,
                               USE_ASM)  # fmt: skip
+    release_after_loop(RELEASE)
     col = tl.sum(acc, axis=0) * 16.0  # (BLOCK_N,); the 16 of the (q - zero) / 16 products
     if GATED:
         col2 = tl.sum(acc2, axis=0) * 16.0
@@ -478,12 +493,15 @@ def int4_gemv(
     config: GemvConfig,
     out: torch.Tensor | None = None,
     accumulate: bool = False,
+    overlap: Overlap = NONE,
 ) -> torch.Tensor:
     """``x (M, K) fp16 @ W + b`` for small M; W in the repacked layout. Returns ``(M, N)``.
 
     ``accumulate``: add the product in fp32 into ``out`` (``(M, N)`` fp32, contiguous) instead
     of writing fp16; split-K partial sums then go straight into ``out`` (no workspace, no
-    ticket), and whoever reads ``out`` must clear it before the next call.
+    ticket), and whoever reads ``out`` must clear it before the next call. ``overlap``: how the
+    launch overlaps its neighbours (``llm.kernels.overlap``; the paired kernel only, others
+    launch plainly).
     """
     m, k = x.shape
     k8, n = qweight.shape
@@ -496,8 +514,9 @@ def int4_gemv(
     group_rows = group_size // 8
     if config.paired and _even(k8, n, group_rows, config.block_n):
         return _launch_even(
-            x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config, accumulate
-        )
+            x, (qweight, scales, zeros, bias), None, y, group_rows, workspace, config, accumulate,
+            overlap,
+        )  # fmt: skip
     tiles, split, per_split, grid_n, ws, cnt = _split_plan(
         k8, n, m, 1, workspace, config, y, accumulate
     )
@@ -575,8 +594,9 @@ def _split_plan(
 
 
 def _launch_even(
-    x, first, second, y, group_rows, workspace, config: GemvConfig, accumulate: bool = False
-) -> torch.Tensor:
+    x, first, second, y, group_rows, workspace, config: GemvConfig, accumulate: bool = False,
+    overlap: Overlap = NONE,
+) -> torch.Tensor:  # fmt: skip
     """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
     qweight, scales, zeros, bias = first
     qw2, s2, z2, b2 = second if second is not None else first
@@ -593,7 +613,8 @@ def _launch_even(
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
         USE_ASM=config.use_asm, W_EVICT=config.weight_evict, ACCUMULATE=accumulate,
-        num_warps=config.num_warps, **_register_cap(config),
+        EARLY=overlap.early, RELEASE=overlap.release,
+        num_warps=config.num_warps, **_register_cap(config), **launch_options(overlap),
     )  # fmt: skip
     return y
 
@@ -617,9 +638,11 @@ def int4_gemv_gated(
     workspace: SplitKWorkspace | None,
     config: GemvConfig,
     out: torch.Tensor | None = None,
+    overlap: Overlap = NONE,
 ) -> torch.Tensor:
     """``(x @ W1 + b1) * silu(x @ W2 + b2)`` in one launch; each matrix as (qweight, scales,
-    zeros, bias) in the repacked layout, both of one shape and quantisation kind."""
+    zeros, bias) in the repacked layout, both of one shape and quantisation kind. ``overlap``:
+    as for ``int4_gemv``."""
     m, k = x.shape
     k8, n = first[0].shape
     if second[0].shape != first[0].shape or (first[2] is None) != (second[2] is None):
@@ -631,4 +654,6 @@ def int4_gemv_gated(
     if not gated_supported(k, n, group_size, config.block_n):
         raise ValueError(f"int4_gemv_gated: {k}x{n} g{group_size} needs N % {config.block_n} == 0")
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
-    return _launch_even(_aligned_rows(x), first, second, y, group_size // 8, workspace, config)
+    return _launch_even(
+        _aligned_rows(x), first, second, y, group_size // 8, workspace, config, False, overlap
+    )

@@ -105,19 +105,21 @@ class Int4Linear(nn.Module):
                 y += self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
-    def accumulate(self, x: torch.Tensor) -> torch.Tensor | None:
+    def accumulate(self, x: torch.Tensor, overlap: object | None = None) -> torch.Tensor | None:
         """``x @ W + b`` for one row, summed in fp32 into this layer's accumulator ``(1, N)``.
 
         For batch-1 decode: the split-K programs add their partial sums straight into the
         accumulator and the kernel ends without gathering them; the consumer
         (``add_rmsnorm(..., clear_delta=True)``, ``decode_attention(..., clear_qkv=True)``)
-        rounds the total to fp16 and clears it. Returns None where this does not apply (not
-        CUDA, not one row, another dtype): the caller then uses ``forward``.
+        rounds the total to fp16 and clears it. ``overlap``: how the launch overlaps its
+        neighbours (``llm.kernels.overlap.Overlap``). Returns None where this does not apply
+        (not CUDA, not one row, another dtype): the caller then uses ``forward``.
         """
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_cuda or x2.shape[0] != 1 or x2.dtype != self.scales.dtype:
             return None
         from llm.kernels.gemv import int4_gemv
+        from llm.kernels.overlap import NONE
 
         if self._accumulator is None:
             self._accumulator = torch.zeros(
@@ -126,6 +128,7 @@ class Int4Linear(nn.Module):
         int4_gemv(
             x2, self.qweight, self.scales, self.zeros, self.bias, self.group_size, None,
             self._decode_config(), out=self._accumulator, accumulate=True,
+            overlap=overlap or NONE,
         )  # fmt: skip
         return self._accumulator
 
@@ -175,8 +178,11 @@ def gated_choice(k: int, n: int) -> dict:
     return {"block_n": 32, "split_k": min(3, max(1, -(-k // 128))), "num_warps": 4}
 
 
-def gated_mlp(w1: nn.Module, w2: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``w1(x) * silu(w2(x))`` for a few rows; one int4 launch when both layers allow it."""
+def gated_mlp(
+    w1: nn.Module, w2: nn.Module, x: torch.Tensor, overlap: object | None = None
+) -> torch.Tensor:
+    """``w1(x) * silu(w2(x))`` for a few rows; one int4 launch when both layers allow it
+    (``overlap``: how that launch overlaps its neighbours, ``llm.kernels.overlap.Overlap``)."""
     if not x.is_cuda:
         return w1(x) * torch.nn.functional.silu(w2(x))
     if (
@@ -192,6 +198,7 @@ def gated_mlp(w1: nn.Module, w2: nn.Module, x: torch.Tensor) -> torch.Tensor:
         and (w1.bias is None) == (w2.bias is None)
     ):
         from llm.kernels.gemv import GemvConfig, gated_supported, int4_gemv_gated
+        from llm.kernels.overlap import NONE
 
         if w1.gated_config is None:
             w1.gated_config = GemvConfig(**gated_choice(w1.in_features, w1.out_features))
@@ -204,6 +211,7 @@ def gated_mlp(w1: nn.Module, w2: nn.Module, x: torch.Tensor) -> torch.Tensor:
                 w1.group_size,
                 w1.workspace,
                 cfg,
+                overlap=overlap or NONE,
             )
             return y.reshape(*x.shape[:-1], w1.out_features)
     from llm.kernels.decode_ops import silu_mul
