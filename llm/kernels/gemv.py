@@ -21,14 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.overlap import (
-    NONE,
-    Overlap,
-    launch_options,
-    release_after_loop,
-    release_at_start,
-    wait_if_early,
-)
+from llm.kernels import overlap as ovl
+from llm.kernels.overlap import release_after_loop, release_at_start, wait_if_early
 
 BLOCK_R = 16  # packed rows (128 inputs) per tile
 
@@ -493,7 +487,7 @@ def int4_gemv(
     config: GemvConfig,
     out: torch.Tensor | None = None,
     accumulate: bool = False,
-    overlap: Overlap = NONE,
+    overlap: ovl.Overlap = ovl.NONE,
 ) -> torch.Tensor:
     """``x (M, K) fp16 @ W + b`` for small M; W in the repacked layout. Returns ``(M, N)``.
 
@@ -595,7 +589,7 @@ def _split_plan(
 
 def _launch_even(
     x, first, second, y, group_rows, workspace, config: GemvConfig, accumulate: bool = False,
-    overlap: Overlap = NONE,
+    overlap: ovl.Overlap = ovl.NONE,
 ) -> torch.Tensor:  # fmt: skip
     """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
     qweight, scales, zeros, bias = first
@@ -614,7 +608,7 @@ def _launch_even(
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
         USE_ASM=config.use_asm, W_EVICT=config.weight_evict, ACCUMULATE=accumulate,
         EARLY=overlap.early, RELEASE=overlap.release,
-        num_warps=config.num_warps, **_register_cap(config), **launch_options(overlap),
+        num_warps=config.num_warps, **_register_cap(config), **ovl.launch_options(overlap),
     )  # fmt: skip
     return y
 
@@ -638,7 +632,7 @@ def int4_gemv_gated(
     workspace: SplitKWorkspace | None,
     config: GemvConfig,
     out: torch.Tensor | None = None,
-    overlap: Overlap = NONE,
+    overlap: ovl.Overlap = ovl.NONE,
 ) -> torch.Tensor:
     """``(x @ W1 + b1) * silu(x @ W2 + b2)`` in one launch; each matrix as (qweight, scales,
     zeros, bias) in the repacked layout, both of one shape and quantisation kind. ``overlap``:
