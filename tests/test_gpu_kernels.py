@@ -159,6 +159,40 @@ def test_gemv_accumulates_into_fp32(shape, m: int) -> None:
 
 @gpu
 @pytest.mark.gpu
+def test_early_launched_gemvs_match_reference() -> None:
+    """Launched early (``llm.kernels.overlap``), the paired kernels load their first weight tile
+    before they wait; odd and even tile counts per split, the gated pair too."""
+    import llm.kernels.gemv as gemv
+    from llm.kernels.overlap import Overlap
+
+    x_all = torch.randn(1, 1280, device="cuda").half()
+    for k, split in ((128, 1), (256, 1), (384, 1), (1280, 2), (1280, 3)):
+        layer = make_gptq(k, 128, 128, sym=k != 384, bias=True, device="cuda", seed=k + split)
+        fast = Int4Linear.from_gptq(layer)
+        x = x_all[:, :k]
+        ref = x.float() @ dequantize(layer.qweight, layer.qzeros, layer.scales, layer.g_idx)
+        ref += layer.bias.float()
+        acc = torch.zeros(1, 128, device="cuda")
+        cfg = gemv.GemvConfig(64, split, max_registers=64)
+        args = (fast.qweight, fast.scales, fast.zeros, fast.bias, 128, None, cfg)
+        gemv.int4_gemv(x, *args, out=acc, accumulate=True, overlap=Overlap(True))
+        assert rel(acc, ref) < 2e-3, (k, split)
+        pair = [
+            make_gptq(k, 128, 128, sym=True, bias=False, device="cuda", seed=k + i) for i in (7, 8)
+        ]
+        w1, w2 = (Int4Linear.from_gptq(p) for p in pair)
+        a, b = (x.float() @ dequantize(p.qweight, p.qzeros, p.scales, p.g_idx) for p in pair)
+        gated_ref = a.half() * torch.nn.functional.silu(b.half().float()).half()
+        ws = gemv.SplitKWorkspace(1, 256, "cuda")
+        y = gemv.int4_gemv_gated(
+            x, (w1.qweight, w1.scales, None, None), (w2.qweight, w2.scales, None, None), 128, ws,
+            gemv.GemvConfig(32, split), overlap=Overlap(True),
+        )  # fmt: skip
+        assert rel(y, gated_ref) < 3e-3, (k, split)
+
+
+@gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("m", [5, 16, 100, 300])
 def test_gemm_matches_reference(shape, m: int) -> None:
