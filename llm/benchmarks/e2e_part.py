@@ -213,7 +213,6 @@ def apply_tuning(model: torch.nn.Module, kernels: dict | None) -> dict:
     return {"gemv": {f"{k}x{n}": v for (k, n), v in by_shape.items()}, "gated": gated}
 
 
-@torch.inference_mode()
 def overlapped_boundaries(device: torch.device) -> list[str]:
     """The decode step's kernel boundaries that overlap on ``device`` (``DecodeOverlap``)."""
     from dataclasses import asdict
@@ -226,6 +225,7 @@ def overlapped_boundaries(device: torch.device) -> list[str]:
     return [edge for edge, on in asdict(DECODE_OVERLAP).items() if on]
 
 
+@torch.inference_mode()
 def run_e2e(out_dir: Path, quick: bool = False, tuned: dict | None = None) -> dict:
     from llm.benchmarks.kernel_bench import copy_bandwidth
     from llm.kernels import accelerate

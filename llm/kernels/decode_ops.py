@@ -80,7 +80,7 @@ def add_rmsnorm(
         x, delta if delta is not None else x, weight, out, n, eps,
         HAS_DELTA=delta is not None, CLEAR_DELTA=clear_delta, BLOCK=block,
         EARLY=early, RELEASE=AT_START if release_next else NEVER, num_warps=ADD_NORM_WARPS,
-        **launch_options(Overlap(early)),
+        **launch_options(Overlap(early, AT_START if release_next else NEVER), x.device),
     )  # fmt: skip
     return out
 
@@ -146,6 +146,7 @@ def _attn_decode_kernel(
     (``llm.kernels.overlap``): launched before the projection has ended, it reads the position
     and its rotary rows (written before that) and then waits for it.
     """
+    release_at_start(RELEASE)
     h = tl.program_id(0)
     sp = tl.program_id(1)
     pos = tl.load(pos_ptr).to(tl.int32)
@@ -253,7 +254,7 @@ def decode_attention(
         heads * head_dim, k_cache.stride(1), head_dim**-0.5,
         D=head_dim, HALF=head_dim // 2, SPLITS=ws.splits, BLOCK_S=ATTN_BLOCK_S,
         STAGES=ATTN_STAGES, CLEAR_QKV=clear_qkv, EARLY=overlap.early, RELEASE=overlap.release,
-        num_warps=ATTN_WARPS, **launch_options(overlap),
+        num_warps=ATTN_WARPS, **launch_options(overlap, qkv.device),
     )  # fmt: skip
     return o
 

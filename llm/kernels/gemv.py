@@ -608,7 +608,7 @@ def _launch_even(
         SPLIT_K=split, SPLIT=split > 1, GATED=gated, BLOCK_N=config.block_n, BLOCK_R=BLOCK_R,
         USE_ASM=config.use_asm, W_EVICT=config.weight_evict, ACCUMULATE=accumulate,
         EARLY=overlap.early, RELEASE=overlap.release,
-        num_warps=config.num_warps, **_register_cap(config), **ovl.launch_options(overlap),
+        num_warps=config.num_warps, **_register_cap(config), **ovl.launch_options(overlap, x.device),
     )  # fmt: skip
     return y
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from llm.kernels.layout import check_group_index, repack_qweight, zeros_from_qzeros
+
+if TYPE_CHECKING:  # the module needs Triton, which CPU installs lack
+    from llm.kernels.overlap import Overlap
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ class Int4Linear(nn.Module):
                 y += self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
-    def accumulate(self, x: torch.Tensor, overlap: object | None = None) -> torch.Tensor | None:
+    def accumulate(self, x: torch.Tensor, overlap: Overlap | None = None) -> torch.Tensor | None:
         """``x @ W + b`` for one row, summed in fp32 into this layer's accumulator ``(1, N)``.
 
         For batch-1 decode: the split-K programs add their partial sums straight into the
@@ -179,7 +183,7 @@ def gated_choice(k: int, n: int) -> dict:
 
 
 def gated_mlp(
-    w1: nn.Module, w2: nn.Module, x: torch.Tensor, overlap: object | None = None
+    w1: nn.Module, w2: nn.Module, x: torch.Tensor, overlap: Overlap | None = None
 ) -> torch.Tensor:
     """``w1(x) * silu(w2(x))`` for a few rows; one int4 launch when both layers allow it
     (``overlap``: how that launch overlaps its neighbours, ``llm.kernels.overlap.Overlap``)."""

@@ -2,11 +2,12 @@
 
 The decode step is a chain of ~280 short kernels, each of which normally starts only when the
 one before it has ended. A kernel launched *early* starts while its predecessor still runs,
-loads what nothing before it writes (its first int4 weight tiles, the KV-cache slots of earlier
-tokens) and then waits for the predecessor to end and its writes to be visible; the
-predecessor decides when its successor may start (``release``). On the H200 this pays on the
-edges where the early kernel does not take SMs from a predecessor's stragglers: after the
-one-program add + RMSNorm, and after the main loop of a GEMV or of the attention.
+loads what nothing before it writes (a GEMV its first int4 weight tile, the attention the
+position and its rotary rows, add + RMSNorm its weight) and then waits for the predecessor to
+end and its writes to be visible; the predecessor decides when its successor may start
+(``release``). On the H200 this pays where the early kernel does not take SMs from the
+predecessor's last programs: after the one-program add + RMSNorm has passed its own wait, and
+after the main loop of a GEMV or of the attention (``llm.cuda_graph.DecodeOverlap``).
 
 A kernel launched early must wait before it touches anything a kernel before it writes;
 kernels that are not launched early ignore ``release`` in their predecessor, so every
@@ -58,8 +59,14 @@ def _capable(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 9
 
 
-def launch_options(overlap: Overlap) -> dict:
-    """Keyword arguments of a Triton launch for ``overlap``."""
+def launch_options(overlap: Overlap, device: torch.device) -> dict:
+    """Keyword arguments of a Triton launch on ``device`` for ``overlap``."""
+    if overlap != NONE and not overlap_supported(device):
+        raise ValueError(
+            f"{overlap} needs programmatic dependent launch: a CUDA device of compute "
+            f"capability 9.0 or later and Triton 3.4 or later; got {device} "
+            f"(use llm.kernels.overlap.NONE there)"
+        )
     return {"launch_pdl": True} if overlap.early else {}
 
 
