@@ -165,7 +165,7 @@ def test_overlapped_launches_change_no_result(engines, monkeypatch, edges: str) 
     ids = list(range(3000, 3100))
     tok, pos = torch.tensor([[777]], device="cuda"), torch.tensor([len(ids)], device="cuda")
     plans = {"plain": cuda_graph.NO_OVERLAP, "default": DecodeOverlap()}
-    # some early kernels after predecessors that never release them: they start when those end
+    # some boundaries overlapped, the others plain (c_attn -> attention, gated -> mlp.c_proj)
     plans["some"] = DecodeOverlap(True, False, True, False, True)
     logits, greedy = {}, {}
     for name in ("plain", edges):
