@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -70,15 +70,14 @@ class DecodeOverlap:
     c_proj_to_norm: bool = True  # attn.c_proj and mlp.c_proj -> add + RMSNorm
 
     def plan(self) -> dict:
-        """The ``Overlap`` of each launch of a layer, and the norms' ``release_next``."""
+        """The ``Overlap`` of each launch of a layer (``norm``: both add + RMSNorm launches)."""
         from llm.kernels.overlap import AFTER_LOOP, NEVER, Overlap
 
         def after(flag: bool) -> int:
             return AFTER_LOOP if flag else NEVER
 
         return {
-            "norm_release": self.norm_to_gemv,
-            "norm_early": self.c_proj_to_norm,
+            "norm": Overlap(self.c_proj_to_norm, after(self.norm_to_gemv)),
             "c_attn": Overlap(self.norm_to_gemv, after(self.c_attn_to_attention)),
             "attention": Overlap(self.c_attn_to_attention, after(self.attention_to_c_proj)),
             "attn.c_proj": Overlap(self.attention_to_c_proj, after(self.c_proj_to_norm)),
@@ -101,9 +100,10 @@ def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
     heads, head_dim = cfg.num_attention_heads, cfg.head_dim
     eps = cfg.layer_norm_epsilon
     plan = (DECODE_OVERLAP if overlap_supported(token.device) else NO_OVERLAP).plan()
-    release = plan["norm_release"]
+    norm = plan["norm"]
     x = tr.wte(token).reshape(-1).clone()  # the residual stream, updated in place  (C,)
-    h = add_rmsnorm(x, None, tr.h[0].ln_1.weight, eps, release_next=release)
+    first = replace(norm, early=False)  # after the embedding's torch ops: nothing to wait for
+    h = add_rmsnorm(x, None, tr.h[0].ln_1.weight, eps, overlap=first)
     blocks = list(tr.h)
     for i, blk in enumerate(blocks):
         k_cache, v_cache = cache.layer(i)  # (1, S, H, D)
@@ -122,11 +122,11 @@ def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
             overlap=plan["attention"],
         )  # (C,); also writes this position's k/v into the cache
         o, summed = _project(blk.attn.c_proj, a.view(1, -1), plan["attn.c_proj"])
-        h = add_rmsnorm(x, o.view(-1), blk.ln_2.weight, eps, summed, release, plan["norm_early"])
+        h = add_rmsnorm(x, o.view(-1), blk.ln_2.weight, eps, summed, norm)
         m = gated_mlp(blk.mlp.w1, blk.mlp.w2, h.view(1, -1), plan["gated"])  # (1, F)
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
         o, summed = _project(blk.mlp.c_proj, m, plan["mlp.c_proj"])
-        h = add_rmsnorm(x, o.view(-1), nxt, eps, summed, release, plan["norm_early"])
+        h = add_rmsnorm(x, o.view(-1), nxt, eps, summed, norm)
     return model.lm_head(h.view(1, -1)).float()  # (1, V)
 
 

@@ -60,16 +60,15 @@ def add_rmsnorm(
     weight: torch.Tensor,
     eps: float,
     clear_delta: bool = False,
-    release_next: bool = False,
-    early: bool = False,
+    overlap: Overlap = NONE,
 ) -> torch.Tensor:
     """``x += delta`` (in place, when given), then ``RMSNorm(x) * weight``; 1-D ``x``.
 
     ``delta`` is rounded to ``x``'s dtype first, so an int4 GEMV's fp32 accumulator
     (``Int4Linear.accumulate``) adds what the linear's own fp16 output would; ``clear_delta``
-    then leaves that accumulator at zero for the next call. ``release_next``: a kernel launched
-    early after this one (``llm.kernels.overlap``) may start as soon as this one has; ``early``:
-    this one is launched before the kernel that writes ``delta`` has ended.
+    then leaves that accumulator at zero for the next call. ``overlap``: how the launch overlaps
+    its neighbours (``llm.kernels.overlap``); one program has no main loop, so a release at the
+    start or after the loop both come right after its wait.
     """
     if clear_delta and delta is None:
         raise ValueError("add_rmsnorm: clear_delta needs a delta")
@@ -79,8 +78,8 @@ def add_rmsnorm(
     _add_rmsnorm_kernel[(1,)](
         x, delta if delta is not None else x, weight, out, n, eps,
         HAS_DELTA=delta is not None, CLEAR_DELTA=clear_delta, BLOCK=block,
-        EARLY=early, RELEASE=AT_START if release_next else NEVER, num_warps=ADD_NORM_WARPS,
-        **launch_options(Overlap(early, AT_START if release_next else NEVER), x.device),
+        EARLY=overlap.early, RELEASE=AT_START if overlap.release != NEVER else NEVER,
+        num_warps=ADD_NORM_WARPS, **launch_options(overlap, x.device),
     )  # fmt: skip
     return out
 

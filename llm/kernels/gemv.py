@@ -487,15 +487,15 @@ def int4_gemv(
     config: GemvConfig,
     out: torch.Tensor | None = None,
     accumulate: bool = False,
-    overlap: ovl.Overlap = ovl.NONE,
+    overlap: ovl.Overlap | None = None,
 ) -> torch.Tensor:
     """``x (M, K) fp16 @ W + b`` for small M; W in the repacked layout. Returns ``(M, N)``.
 
     ``accumulate``: add the product in fp32 into ``out`` (``(M, N)`` fp32, contiguous) instead
     of writing fp16; split-K partial sums then go straight into ``out`` (no workspace, no
     ticket), and whoever reads ``out`` must clear it before the next call. ``overlap``: how the
-    launch overlaps its neighbours (``llm.kernels.overlap``; the paired kernel only, others
-    launch plainly).
+    launch overlaps its neighbours (``llm.kernels.overlap``; None: not at all; the paired kernel
+    only, others launch plainly).
     """
     m, k = x.shape
     k8, n = qweight.shape
@@ -589,9 +589,10 @@ def _split_plan(
 
 def _launch_even(
     x, first, second, y, group_rows, workspace, config: GemvConfig, accumulate: bool = False,
-    overlap: ovl.Overlap = ovl.NONE,
+    overlap: ovl.Overlap | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Launch the maskless kernel for one matrix or, with ``second``, the gated pair."""
+    overlap = overlap or ovl.NONE
     qweight, scales, zeros, bias = first
     qw2, s2, z2, b2 = second if second is not None else first
     m = x.shape[0]
@@ -632,7 +633,7 @@ def int4_gemv_gated(
     workspace: SplitKWorkspace | None,
     config: GemvConfig,
     out: torch.Tensor | None = None,
-    overlap: ovl.Overlap = ovl.NONE,
+    overlap: ovl.Overlap | None = None,
 ) -> torch.Tensor:
     """``(x @ W1 + b1) * silu(x @ W2 + b2)`` in one launch; each matrix as (qweight, scales,
     zeros, bias) in the repacked layout, both of one shape and quantisation kind. ``overlap``:

@@ -123,7 +123,6 @@ class Int4Linear(nn.Module):
         if not x2.is_cuda or x2.shape[0] != 1 or x2.dtype != self.scales.dtype:
             return None
         from llm.kernels.gemv import int4_gemv
-        from llm.kernels.overlap import NONE
 
         if self._accumulator is None:
             self._accumulator = torch.zeros(
@@ -132,7 +131,7 @@ class Int4Linear(nn.Module):
         int4_gemv(
             x2, self.qweight, self.scales, self.zeros, self.bias, self.group_size, None,
             self._decode_config(), out=self._accumulator, accumulate=True,
-            overlap=overlap or NONE,
+            overlap=overlap,
         )  # fmt: skip
         return self._accumulator
 
@@ -202,7 +201,6 @@ def gated_mlp(
         and (w1.bias is None) == (w2.bias is None)
     ):
         from llm.kernels.gemv import GemvConfig, gated_supported, int4_gemv_gated
-        from llm.kernels.overlap import NONE
 
         if w1.gated_config is None:
             w1.gated_config = GemvConfig(**gated_choice(w1.in_features, w1.out_features))
@@ -215,7 +213,7 @@ def gated_mlp(
                 w1.group_size,
                 w1.workspace,
                 cfg,
-                overlap=overlap or NONE,
+                overlap=overlap,
             )
             return y.reshape(*x.shape[:-1], w1.out_features)
     from llm.kernels.decode_ops import silu_mul
