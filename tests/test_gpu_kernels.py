@@ -184,11 +184,12 @@ def test_early_launched_gemvs_match_reference() -> None:
         a, b = (x.float() @ dequantize(p.qweight, p.qzeros, p.scales, p.g_idx) for p in pair)
         gated_ref = a.half() * torch.nn.functional.silu(b.half().float()).half()
         ws = gemv.SplitKWorkspace(1, 256, "cuda")
-        y = gemv.int4_gemv_gated(
-            x, (w1.qweight, w1.scales, None, None), (w2.qweight, w2.scales, None, None), 128, ws,
-            gemv.GemvConfig(32, split), overlap=Overlap(True),
-        )  # fmt: skip
-        assert rel(y, gated_ref) < 3e-3, (k, split)
+        for gated_cfg in (gemv.GemvConfig(32, split), gemv.GemvConfig(64, split, max_registers=64)):
+            y = gemv.int4_gemv_gated(
+                x, (w1.qweight, w1.scales, None, None), (w2.qweight, w2.scales, None, None), 128,
+                ws, gated_cfg, overlap=Overlap(True),
+            )  # fmt: skip
+            assert rel(y, gated_ref) < 3e-3, (k, gated_cfg)
 
 
 @gpu
@@ -240,7 +241,7 @@ GATED_SHAPES = [  # (K, N, sym, bias)
 @pytest.mark.parametrize("m", [1, 3])
 def test_gated_gemv_matches_reference(shape, m: int) -> None:
     from llm.kernels.gemv import GemvConfig, SplitKWorkspace, int4_gemv_gated
-    from llm.kernels.linear import gated_mlp
+    from llm.kernels.linear import gated_choice, gated_mlp
 
     k, n, sym, bias = shape
     layers = [
@@ -256,6 +257,7 @@ def test_gated_gemv_matches_reference(shape, m: int) -> None:
     ref = a * torch.nn.functional.silu(b.float()).half()
     ws = SplitKWorkspace(4, 2 * n, "cuda")
     for cfg in (
+        GemvConfig(**gated_choice(k, n)),
         GemvConfig(32, 1),
         GemvConfig(32, 4),
         GemvConfig(64, 3, 8),
@@ -269,6 +271,9 @@ def test_gated_gemv_matches_reference(shape, m: int) -> None:
         )  # fmt: skip
         assert rel(y, ref) < 1e-2, cfg
         assert not ws.acc.any() and not ws.counters.any()
+    with pytest.raises(ValueError, match="SplitKWorkspace"):  # even at split 1: the two halves
+        int4_gemv_gated(x, (w1.qweight, w1.scales, w1.zeros, w1.bias),
+                        (w2.qweight, w2.scales, w2.zeros, w2.bias), 128, None, GemvConfig(32, 1))  # fmt: skip
     w1.workspace = ws
     assert rel(gated_mlp(w1, w2, x), ref) < 1e-2
 

@@ -30,7 +30,10 @@ GEMV_CONFIGS += [
     for s in (4, 6, 10, 12, 16)
 ]
 GATED_CONFIGS = [
-    GemvConfig(block_n=bn, split_k=s, num_warps=4) for bn in (32, 64) for s in (2, 3, 4, 5, 6, 8)
+    GemvConfig(block_n=bn, split_k=s, num_warps=4, weight_evict=_EVICT, max_registers=cap)
+    for bn in (64, 128)
+    for s in (2, 3, 4)
+    for cap in (None, 64)
 ]
 GEMM_CONFIGS = [
     GemmConfig(128, 128, 64, 8, 8, 3),

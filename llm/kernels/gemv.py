@@ -366,16 +366,25 @@ def _int4_gemv_even_kernel(
     Two tiles per loop trip, in two register sets: set B (tile t + 1) is loaded before set A
     (tile t) is used, and set A is refilled with tile t + 2 before set B is used, so every load
     has a tile's worth of arithmetic to arrive in. ``GATED``: a second matrix (``qw2``...)
-    against the same x; the output is ``y1 * silu(y2)``. ``EARLY`` (``llm.kernels.overlap``):
-    launched before the kernel that writes x has ended, it loads its first tile of weights and
-    then waits for it (two tiles before the wait measured slower).
+    against the same x, read by the odd programs of the first grid axis; the output is
+    ``y1 * silu(y2)``, made by the last of a column block's programs (a ticket counter).
+    ``EARLY`` (``llm.kernels.overlap``): launched before the kernel that writes x has ended, it
+    loads its first tile of weights and then waits for it (two tiles before the wait measured
+    slower).
     """
     HALF: tl.constexpr = BLOCK_R // 2
     release_at_start(RELEASE)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    block = pid_n
+    if GATED:
+        block = pid_n // 2
+        if pid_n % 2 == 1:
+            qw_ptr = qw2_ptr
+            s_ptr = s2_ptr
+            z_ptr = z2_ptr
+    offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_h = tl.arange(0, HALF)
     offs = offs_h[:, None] * N + offs_n[None, :]  # one half-tile, relative to its first row
     half_step = HALF * N
@@ -385,50 +394,28 @@ def _int4_gemv_even_kernel(
     acc = tl.zeros([HALF, BLOCK_N], tl.float32)
     aw, ax, a_s, az = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t_begin, N, half_step,
                                  HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
-    if GATED:
-        acc2 = tl.zeros([HALF, BLOCK_N], tl.float32)
-        av, ay, a_s2, az2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t_begin, N,
-                                       half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
     wait_if_early(EARLY)  # x is written by the kernel this one may have started beside
     for t in range(t_begin, t_end - 1, 2):
         bw, bx, b_s, bz = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t + 1, N, half_step,
                                      HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
-        if GATED:
-            bv, by, b_s2, bz2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t + 1, N,
-                                           half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
         acc += _tile_dot(aw, ax, a_s, az, x_row16, t, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
-        if GATED:
-            acc2 += _tile_dot(av, ay, a_s2, az2, x_row16, t, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
         t2 = tl.minimum(t + 2, t_end - 1)  # past the end: re-read the last tile, unused
         aw, ax, a_s, az = _load_tile(qw_ptr, s_ptr, z_ptr, offs, offs_n, t2, N, half_step,
                                      HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
-        if GATED:
-            av, ay, a_s2, az2 = _load_tile(qw2_ptr, s2_ptr, z2_ptr, offs, offs_n, t2, N,
-                                           half_step, HAS_ZEROS, GROUP_ROWS, BLOCK_R, W_EVICT)  # fmt: skip
         acc += _tile_dot(bw, bx, b_s, bz, x_row16, t + 1, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
-        if GATED:
-            acc2 += _tile_dot(bv, by, b_s2, bz2, x_row16, t + 1, offs_h, HAS_ZEROS, BLOCK_R,
-                              USE_ASM)  # fmt: skip
     if (t_end - t_begin) % 2 == 1:  # an odd count leaves the last tile in set A
         acc += _tile_dot(aw, ax, a_s, az, x_row16, t_end - 1, offs_h, HAS_ZEROS, BLOCK_R, USE_ASM)
-        if GATED:
-            acc2 += _tile_dot(av, ay, a_s2, az2, x_row16, t_end - 1, offs_h, HAS_ZEROS, BLOCK_R,
-                              USE_ASM)  # fmt: skip
     release_after_loop(RELEASE)
     col = tl.sum(acc, axis=0) * 16.0  # (BLOCK_N,); the 16 of the (q - zero) / 16 products
-    if GATED:
-        col2 = tl.sum(acc2, axis=0) * 16.0
-    else:
-        col2 = col
     y_row = y_ptr + pid_m * stride_ym
     if ACCUMULATE:  # never GATED: the gate needs the finished sums
         _accumulate(col, b_ptr, y_row, offs_n, offs_n < N, pid_k, HAS_BIAS)
+    elif GATED:
+        _gate_when_last(col, pid_n % 2, ws_ptr + pid_m * 2 * N, cnt_ptr, pid_m, block,
+                        b_ptr, b2_ptr, y_row, offs_n, N, SPLIT_K, HAS_BIAS, BLOCK_N)  # fmt: skip
     elif SPLIT:
-        width = 2 * N if GATED else N
-        ws = ws_ptr + pid_m * width + offs_n
+        ws = ws_ptr + pid_m * N + offs_n
         tl.atomic_add(ws, col, sem="relaxed")
-        if GATED:
-            tl.atomic_add(ws + N, col2, sem="relaxed")
         tl.debug_barrier()
         cnt = cnt_ptr + pid_m * tl.num_programs(0) + pid_n
         ticket = tl.atomic_add(cnt, 1, sem="acq_rel")
@@ -436,13 +423,31 @@ def _int4_gemv_even_kernel(
             zero = tl.zeros([BLOCK_N], tl.float32)
             col = tl.atomic_add(ws, zero, sem="acquire")
             tl.store(ws, zero)
-            if GATED:
-                col2 = tl.atomic_add(ws + N, zero, sem="acquire")
-                tl.store(ws + N, zero)
-            _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
+            _finish(col, col, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, False)
             tl.store(cnt, 0)
     else:
-        _finish(col, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
+        _finish(col, col, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, False)
+
+
+@triton.jit
+def _gate_when_last(col, second, ws_row, cnt_ptr, pid_m, block, b_ptr, b2_ptr, y_row, offs_n, N,
+                    SPLIT_K, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Gated pair: add this program's sums to its matrix's half of the fp32 workspace row; the
+    last of the column block's ``2 * SPLIT_K`` programs reads both halves back, leaves them and
+    the counter at zero, and stores the gated output."""
+    ws = ws_row + offs_n
+    tl.atomic_add(ws + second * N, col, sem="relaxed")
+    tl.debug_barrier()
+    cnt = cnt_ptr + pid_m * (tl.num_programs(0) // 2) + block
+    ticket = tl.atomic_add(cnt, 1, sem="acq_rel")
+    if ticket == 2 * SPLIT_K - 1:
+        zero = tl.zeros([BLOCK_N], tl.float32)
+        col1 = tl.atomic_add(ws, zero, sem="acquire")
+        tl.store(ws, zero)
+        col2 = tl.atomic_add(ws + N, zero, sem="acquire")
+        tl.store(ws + N, zero)
+        _finish(col1, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, True)
+        tl.store(cnt, 0)
 
 
 @triton.jit
@@ -571,16 +576,17 @@ def _split_plan(
     k8: int, n: int, m: int, width: int, workspace, config: GemvConfig, y, accumulate=False
 ):
     """Tiles, split count, tiles per split, column blocks, workspace and counters of a launch
-    (``accumulate``: no workspace, the partial sums go straight into ``y``)."""
+    (``accumulate``: no workspace, the partial sums go straight into ``y``; ``width`` 2: the
+    gated pair, whose two matrices always meet in the workspace)."""
     tiles = triton.cdiv(k8, BLOCK_R)
     split = max(1, min(config.split_k, tiles))
     per_split = triton.cdiv(tiles, split)
     split = triton.cdiv(tiles, per_split)
     grid_n = triton.cdiv(n, config.block_n)
-    if split == 1 or accumulate:
+    if (split == 1 and width == 1) or accumulate:
         return tiles, split, per_split, grid_n, y, y  # workspace unused
     if workspace is None:
-        raise ValueError("int4_gemv: split_k > 1 needs a SplitKWorkspace")
+        raise ValueError("int4_gemv: split_k > 1 and the gated pair need a SplitKWorkspace")
     workspace.check(m, width * n)
     if grid_n * m > workspace.counters.numel():
         raise ValueError("int4_gemv: workspace counters too small for this block size")
@@ -601,7 +607,7 @@ def _launch_even(
     tiles, split, per_split, grid_n, ws, cnt = _split_plan(
         k8, n, m, 2 if gated else 1, workspace, config, y, accumulate
     )
-    _int4_gemv_even_kernel[(grid_n, split, m)](
+    _int4_gemv_even_kernel[(grid_n * (2 if gated else 1), split, m)](
         x, qweight, scales, zeros if zeros is not None else qweight,
         bias if bias is not None else scales, qw2, s2, z2 if z2 is not None else qw2,
         b2 if b2 is not None else s2, y, ws, cnt, n, per_split, tiles, x.stride(0), y.stride(0),
