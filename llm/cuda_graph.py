@@ -15,8 +15,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from llm.sampling import apply_repetition_penalty
-
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +99,7 @@ def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
     eps = cfg.layer_norm_epsilon
     plan = (DECODE_OVERLAP if overlap_supported(token.device) else NO_OVERLAP).plan()
     norm = plan["norm"]
-    x = tr.wte(token).reshape(-1).clone()  # the residual stream, updated in place  (C,)
+    x = tr.wte(token).reshape(-1)  # the residual stream (a new tensor), updated in place  (C,)
     first = replace(norm, early=False)  # after the embedding's torch ops: nothing to wait for
     h = add_rmsnorm(x, None, tr.h[0].ln_1.weight, eps, overlap=first)
     blocks = list(tr.h)
@@ -142,7 +140,7 @@ class CudaGraphDecoder:
     """A ``decode_step`` that replays ``fast_decode_step`` captured in a CUDA graph.
 
     The graph also makes the greedy choice on the device (repetition penalty over a device
-    mask, then argmax) and feeds it back as the next step's input, so ``greedy`` can keep one
+    mask, then argmax, in one launch: ``llm.kernels.greedy``) and feeds it back as the next step's input, so ``greedy`` can keep one
     step queued ahead of the host. ``token`` and ``position`` may be CPU tensors
     (``host_inputs``): they reach the graph through one asynchronous pinned-memory copy.
     """
@@ -165,14 +163,15 @@ class CudaGraphDecoder:
         self._penalty = torch.ones(1, dtype=torch.float32, device=device)
         self._ring = torch.zeros(self.RING, dtype=torch.long).pin_memory()
         self._ring_ready = [torch.cuda.Event() for _ in range(self.RING)]
+        from llm.kernels.greedy import GreedyChoice
+
+        self._choose = GreedyChoice(vocab, device)
 
     def _step_and_choose(self, model, rope, cache) -> torch.Tensor:
-        """The decode step, then the greedy choice fed back as the next step's input."""
+        """The decode step, then the greedy choice fed back as the next step's input (``_inputs[0]``,
+        also where ``greedy`` reads the choice back)."""
         logits = self.step(model, self._inputs[:1].view(1, 1), self._inputs[1:], rope, cache)
-        choice = apply_repetition_penalty(logits, self._seen, self._penalty).argmax(-1)  # (1,)
-        self._inputs[:1].copy_(choice)  # also where ``greedy`` reads the choice back
-        self._inputs[1:].add_(1)
-        self._seen.index_fill_(0, choice, True)
+        self._choose(logits, self._seen, self._penalty, self._inputs)
         return logits
 
     def _capture(self, model, rope, cache) -> None:
