@@ -61,7 +61,7 @@ class DecodeOverlap:
     308.5 / 225.9; also both projections -> add + RMSNorm, 336.5 / 310.4 / 227.4.
     """
 
-    norm_to_gemv: bool = True  # add + RMSNorm -> c_attn, and -> the gated pair
+    norm_to_gemv: bool = True  # add + RMSNorm -> c_attn, the gated pair and the logits
     c_attn_to_attention: bool = True
     attention_to_c_proj: bool = True
     gated_to_c_proj: bool = True
@@ -81,6 +81,7 @@ class DecodeOverlap:
             "attn.c_proj": Overlap(self.attention_to_c_proj, after(self.c_proj_to_norm)),
             "gated": Overlap(self.norm_to_gemv, after(self.gated_to_c_proj)),
             "mlp.c_proj": Overlap(self.gated_to_c_proj, after(self.c_proj_to_norm)),
+            "logits": Overlap(self.norm_to_gemv),  # after the final add + RMSNorm
         }
 
 
@@ -125,7 +126,17 @@ def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
         nxt = blocks[i + 1].ln_1.weight if i + 1 < len(blocks) else tr.ln_f.weight
         o, summed = _project(blk.mlp.c_proj, m, plan["mlp.c_proj"])
         h = add_rmsnorm(x, o.view(-1), nxt, eps, summed, norm)
-    return model.lm_head(h.view(1, -1)).float()  # (1, V)
+    return _logits(model.lm_head, h, plan["logits"])  # (1, V)
+
+
+def _logits(lm_head: torch.nn.Module, h: torch.Tensor, overlap) -> torch.Tensor:
+    """fp32 logits ``(1, V)``: the Triton GEMV where it runs the layer, else the layer."""
+    from llm.kernels.logits import decode_logits, logits_supported
+
+    weight = getattr(lm_head, "weight", None)
+    if getattr(lm_head, "bias", None) is None and weight is not None and logits_supported(weight):
+        return decode_logits(h, weight, overlap)
+    return lm_head(h.view(1, -1)).float()
 
 
 def _project(linear: torch.nn.Module, x: torch.Tensor, overlap) -> tuple[torch.Tensor, bool]:
@@ -171,7 +182,10 @@ class CudaGraphDecoder:
         """The decode step, then the greedy choice fed back as the next step's input (``_inputs[0]``,
         also where ``greedy`` reads the choice back)."""
         logits = self.step(model, self._inputs[:1].view(1, 1), self._inputs[1:], rope, cache)
-        self._choose(logits, self._seen, self._penalty, self._inputs)
+        if logits.is_cuda:
+            self._choose(logits, self._seen, self._penalty, self._inputs)
+        else:
+            _choose_with_torch(logits, self._seen, self._penalty, self._inputs)
         return logits
 
     def _capture(self, model, rope, cache) -> None:
@@ -259,6 +273,18 @@ class CudaGraphDecoder:
                 queue(j + 1)
             self._ring_ready[j % self.RING].synchronize()
             yield int(ring[j % self.RING])
+
+
+def _choose_with_torch(
+    logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor, inputs: torch.Tensor
+) -> None:
+    """What ``llm.kernels.greedy.GreedyChoice`` does, in torch ops (devices without Triton)."""
+    from llm.sampling import apply_repetition_penalty
+
+    choice = apply_repetition_penalty(logits, seen, penalty).argmax(-1)  # (1,)
+    inputs[:1].copy_(choice)
+    inputs[1:].add_(1)
+    seen.index_fill_(0, choice, True)
 
 
 def install(generator: object) -> None:
