@@ -307,6 +307,8 @@ KERNEL_KINDS = (  # (substring of the kernel name, label)
     ("_attn_", "attention (rotary, KV write, split-KV, combine)"),
     ("_add_rmsnorm", "add + RMSNorm"),
     ("_silu_mul", "SiLU gate"),
+    ("_logits_kernel", "lm_head (Triton fp16 GEMV)"),
+    ("nvjet", "lm_head (cuBLAS fp16)"),
     ("gemv", "lm_head (cuBLAS fp16)"),
     ("gemm", "lm_head (cuBLAS fp16)"),
     ("xmma", "lm_head (cuBLAS fp16)"),
