@@ -151,8 +151,8 @@ class CudaGraphDecoder:
     """A ``decode_step`` that replays ``fast_decode_step`` captured in a CUDA graph.
 
     The graph also makes the greedy choice on the device (repetition penalty over a device
-    mask, then argmax, in one launch: ``llm.kernels.greedy``) and feeds it back as the next step's input, so ``greedy`` can keep one
-    step queued ahead of the host. ``token`` and ``position`` may be CPU tensors
+    mask, then argmax, in one launch: ``llm.kernels.greedy``) and feeds it back as the next
+    step's input, so ``greedy`` can keep one step queued ahead of the host. ``token`` and ``position`` may be CPU tensors
     (``host_inputs``): they reach the graph through one asynchronous pinned-memory copy.
     """
 
@@ -179,8 +179,8 @@ class CudaGraphDecoder:
         self._choose = GreedyChoice(vocab, device)
 
     def _step_and_choose(self, model, rope, cache) -> torch.Tensor:
-        """The decode step, then the greedy choice fed back as the next step's input (``_inputs[0]``,
-        also where ``greedy`` reads the choice back)."""
+        """The decode step, then the greedy choice fed back as the next step's input
+        (``_inputs[0]``, also where ``greedy`` reads the choice back)."""
         logits = self.step(model, self._inputs[:1].view(1, 1), self._inputs[1:], rope, cache)
         if logits.is_cuda:
             self._choose(logits, self._seen, self._penalty, self._inputs)
@@ -278,7 +278,7 @@ class CudaGraphDecoder:
 def _choose_with_torch(
     logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor, inputs: torch.Tensor
 ) -> None:
-    """What ``llm.kernels.greedy.GreedyChoice`` does, in torch ops (devices without Triton)."""
+    """What ``llm.kernels.greedy.GreedyChoice`` does, in torch ops (for logits off CUDA)."""
     from llm.sampling import apply_repetition_penalty
 
     choice = apply_repetition_penalty(logits, seen, penalty).argmax(-1)  # (1,)

@@ -411,42 +411,36 @@ def _int4_gemv_even_kernel(
     if ACCUMULATE:  # never GATED: the gate needs the finished sums
         _accumulate(col, b_ptr, y_row, offs_n, offs_n < N, pid_k, HAS_BIAS)
     elif GATED:
-        _gate_when_last(col, pid_n % 2, ws_ptr + pid_m * 2 * N, cnt_ptr, pid_m, block,
-                        b_ptr, b2_ptr, y_row, offs_n, N, SPLIT_K, HAS_BIAS, BLOCK_N)  # fmt: skip
+        _finish_when_last(col, pid_n % 2, ws_ptr + pid_m * 2 * N,
+                          cnt_ptr + pid_m * (tl.num_programs(0) // 2) + block, 2 * SPLIT_K, N,
+                          b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, True, BLOCK_N)  # fmt: skip
     elif SPLIT:
-        ws = ws_ptr + pid_m * N + offs_n
-        tl.atomic_add(ws, col, sem="relaxed")
-        tl.debug_barrier()
-        cnt = cnt_ptr + pid_m * tl.num_programs(0) + pid_n
-        ticket = tl.atomic_add(cnt, 1, sem="acq_rel")
-        if ticket == SPLIT_K - 1:
-            zero = tl.zeros([BLOCK_N], tl.float32)
-            col = tl.atomic_add(ws, zero, sem="acquire")
-            tl.store(ws, zero)
-            _finish(col, col, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, False)
-            tl.store(cnt, 0)
+        _finish_when_last(col, 0, ws_ptr + pid_m * N, cnt_ptr + pid_m * tl.num_programs(0) + pid_n,
+                          SPLIT_K, N, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, False, BLOCK_N)  # fmt: skip
     else:
         _finish(col, col, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, False)
 
 
 @triton.jit
-def _gate_when_last(col, second, ws_row, cnt_ptr, pid_m, block, b_ptr, b2_ptr, y_row, offs_n, N,
-                    SPLIT_K, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    """Gated pair: add this program's sums to its matrix's half of the fp32 workspace row; the
-    last of the column block's ``2 * SPLIT_K`` programs reads both halves back, leaves them and
-    the counter at zero, and stores the gated output."""
+def _finish_when_last(col, half, ws_row, cnt, arrivals, N, b_ptr, b2_ptr, y_row, offs_n,
+                      HAS_BIAS: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Split-K: add this program's sums to ``half`` (the gated pair's matrix) of the fp32
+    workspace row; the last of the ``arrivals`` programs of the column block (ticket counter
+    ``cnt``) reads the totals back, leaves workspace and counter at zero, and stores the output."""
     ws = ws_row + offs_n
-    tl.atomic_add(ws + second * N, col, sem="relaxed")
+    tl.atomic_add(ws + half * N, col, sem="relaxed")
     tl.debug_barrier()
-    cnt = cnt_ptr + pid_m * (tl.num_programs(0) // 2) + block
     ticket = tl.atomic_add(cnt, 1, sem="acq_rel")
-    if ticket == 2 * SPLIT_K - 1:
+    if ticket == arrivals - 1:
+        # read through L2 (atomics) what the other programs added, then leave zeros behind
         zero = tl.zeros([BLOCK_N], tl.float32)
         col1 = tl.atomic_add(ws, zero, sem="acquire")
         tl.store(ws, zero)
-        col2 = tl.atomic_add(ws + N, zero, sem="acquire")
-        tl.store(ws + N, zero)
-        _finish(col1, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, True)
+        col2 = col1
+        if GATED:
+            col2 = tl.atomic_add(ws + N, zero, sem="acquire")
+            tl.store(ws + N, zero)
+        _finish(col1, col2, b_ptr, b2_ptr, y_row, offs_n, HAS_BIAS, GATED)
         tl.store(cnt, 0)
 
 
