@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -86,7 +86,7 @@ class DecodeOverlap:
 
 
 DECODE_OVERLAP = DecodeOverlap()
-NO_OVERLAP = DecodeOverlap(False, False, False, False, False)
+NO_OVERLAP = DecodeOverlap(**{edge.name: False for edge in fields(DecodeOverlap)})
 
 
 def _fused_step(model, token, position, rope, cache) -> torch.Tensor:
@@ -152,8 +152,9 @@ class CudaGraphDecoder:
 
     The graph also makes the greedy choice on the device (repetition penalty over a device
     mask, then argmax, in one launch: ``llm.kernels.greedy``) and feeds it back as the next
-    step's input, so ``greedy`` can keep one step queued ahead of the host. ``token`` and ``position`` may be CPU tensors
-    (``host_inputs``): they reach the graph through one asynchronous pinned-memory copy.
+    step's input, so ``greedy`` can keep one step queued ahead of the host. ``token`` and
+    ``position`` may be CPU tensors (``host_inputs``): they reach the graph through one
+    asynchronous pinned-memory copy.
     """
 
     host_inputs = True
