@@ -274,7 +274,7 @@ def test_gated_gemv_matches_reference(shape, m: int) -> None:
     with pytest.raises(ValueError, match="SplitKWorkspace"):  # even at split 1: the two halves
         int4_gemv_gated(x, (w1.qweight, w1.scales, w1.zeros, w1.bias),
                         (w2.qweight, w2.scales, w2.zeros, w2.bias), 128, None, GemvConfig(32, 1))  # fmt: skip
-    w1.workspace = ws
+    w1.workspace = w2.workspace = ws  # from two rows on: two GEMVs and silu_mul
     assert rel(gated_mlp(w1, w2, x), ref) < 1e-2
 
 

@@ -20,7 +20,7 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("kernels", "e2e", "agent", "all"), default="all")
+    parser.add_argument("--part", choices=("kernels", "rows", "e2e", "agent", "all"), default="all")
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--quick", action="store_true", help="fewer contexts and steps")
     args = parser.parse_args(argv)
@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
         report["kernels"] = run_kernels(quick=args.quick)
         print(kernel_table(report["kernels"]))
+    if args.part in ("rows", "all"):
+        from llm.benchmarks.rows_part import rows_table, run_rows
+
+        report["rows"] = run_rows()
+        print(rows_table(report["rows"]))
     if args.part in ("e2e", "all"):
         from llm.benchmarks.e2e_part import e2e_table, run_e2e
 

@@ -15,10 +15,15 @@ if TYPE_CHECKING:  # the module needs Triton, which CPU installs lack
 
 log = logging.getLogger(__name__)
 
-# Measured on the H200 at the Qwen-14B shapes: the decode GEMV beats dequantise + cuBLAS up to
-# ~8 rows; the Triton tensor-core GEMM (64 TFLOP/s at M=2048) loses to dequantise + cuBLAS
-# (~670 TFLOP/s) at every M, so it is only used when ``prefill_kernel == "triton"``.
-GEMV_MAX_M = 8
+# Measured on the H200 at the Qwen-14B shapes: the one-row GEMV (one program per row, so each row
+# re-reads the weights) beats dequantise + cuBLAS up to ~8 rows; the tensor-core GEMV for 2-16
+# rows reads them once (``llm.kernels.gemv_rows``). The Triton tensor-core GEMM (64 TFLOP/s at
+# M=2048) loses to dequantise + cuBLAS (~670 TFLOP/s) at every M, so it is only used when
+# ``prefill_kernel == "triton"``.
+ONE_ROW_MAX_M = 8  # the one-row kernel, where the rows kernel cannot run the shape
+MAX_ROWS = 16  # the rows kernel: two blocks of the MMA's 8 activation rows
+GEMV_MAX_M = MAX_ROWS
+COLUMNS_PER_WARP = 64  # the rows kernel: 8 lanes of a quad-row times 8 columns
 
 
 class Int4Linear(nn.Module):
@@ -80,7 +85,18 @@ class Int4Linear(nn.Module):
         if x2.dtype != self.scales.dtype or not x2.is_contiguous():
             x2 = x2.to(self.scales.dtype).contiguous()
         m = x2.shape[0]
-        if m <= GEMV_MAX_M:
+        if (
+            m > 1
+            and x2.dtype == torch.float16
+            and rows_supported(m, self.in_features, self.out_features, self.group_size)
+        ):
+            from llm.kernels.gemv_rows import int4_gemv_rows
+
+            y = int4_gemv_rows(
+                x2, self.qweight, self.scales, self.zeros, self.bias, self.group_size,
+                self.workspace, **rows_choice(m, self.in_features, self.out_features),
+            )  # fmt: skip
+        elif m <= ONE_ROW_MAX_M:
             from llm.kernels.gemv import int4_gemv
 
             y = int4_gemv(
@@ -172,6 +188,19 @@ def gemv_choice(k: int, n: int) -> dict:
     }
 
 
+def rows_supported(m: int, k: int, n: int, group_size: int) -> bool:
+    """True when the tensor-core GEMV (``llm.kernels.gemv_rows``) can run ``M x K @ K x N``:
+    2-16 rows, N a multiple of 64, scale groups of a multiple of 32 inputs that tile K."""
+    group = k if group_size == -1 else group_size
+    return 2 <= m <= MAX_ROWS and n % COLUMNS_PER_WARP == 0 and group % 32 == 0 and k % group == 0
+
+
+def rows_choice(m: int, k: int, n: int) -> dict:
+    """Launch shape of the tensor-core GEMV for ``m`` rows (a sweep on the H200 at the
+    Qwen-14B shapes)."""
+    return {"split_k": 8, "num_warps": 4, "max_registers": 128 if m <= 8 else 192}
+
+
 def gated_choice(k: int, n: int) -> dict:
     """Launch shape of the gated pair kernel (``w1`` and ``w2`` in one launch, 2x the columns).
 
@@ -203,7 +232,7 @@ def gated_mlp(
         and x.is_cuda
         and x.dtype == w1.scales.dtype
         and x.is_contiguous()
-        and x.reshape(-1, w1.in_features).shape[0] <= GEMV_MAX_M
+        and _gated_rows(x.reshape(-1, w1.in_features).shape[0], w1)
         and w1.qweight.shape == w2.qweight.shape
         and w1.group_size == w2.group_size
         and (w1.zeros is None) == (w2.zeros is None)
@@ -228,6 +257,16 @@ def gated_mlp(
     from llm.kernels.decode_ops import silu_mul
 
     return silu_mul(w1(x), w2(x))
+
+
+def _gated_rows(m: int, w1: Int4Linear) -> bool:
+    """Whether the gated pair kernel takes ``m`` rows: it runs one program per row, so from two
+    rows on the tensor-core GEMV (each matrix read once) and ``silu_mul`` are faster."""
+    if m == 1:
+        return True
+    return m <= ONE_ROW_MAX_M and not rows_supported(
+        m, w1.in_features, w1.out_features, w1.group_size
+    )
 
 
 def accelerate(model: nn.Module) -> nn.Module:
