@@ -23,12 +23,12 @@ SHAPES = [  # (K, N, group, sym, bias)
     (13696, 256, 128, True, False),  # mlp.c_proj's K: 107 groups
     (1024, 320, 256, False, True),
 ]
-LAUNCHES = [  # (split_k, num_warps, max_registers)
-    (1, 1, None),
-    (3, 2, None),
-    (8, 4, 128),
-    (40, 4, 192),  # more splits than groups: clipped to programs that have work
-    (2, 8, None),
+LAUNCHES = [  # (split_k, num_warps, max_registers, depth)
+    (1, 1, None, 4),
+    (3, 2, None, 2),
+    (8, 4, 128, 4),
+    (40, 4, 192, 3),  # more splits than groups: clipped to programs that have work
+    (2, 8, None, 8),
 ]
 
 
@@ -51,13 +51,12 @@ def test_rows_gemv_matches_reference(shape, m: int) -> None:
     ws = SplitKWorkspace(16, 1024, "cuda")
     x = torch.randn(m, k, device="cuda").half()
     ref = x.float() @ ref_w + b
-    for split, warps, cap in LAUNCHES:
+    for launch in LAUNCHES:
         y = int4_gemv_rows(
-            x, fast.qweight, fast.scales, fast.zeros, fast.bias, fast.group_size, ws, split, warps,
-            cap,
+            x, fast.qweight, fast.scales, fast.zeros, fast.bias, fast.group_size, ws, *launch
         )  # fmt: skip
         assert y.shape == (m, n) and y.dtype == torch.float16
-        assert rel(y, ref) < 1e-3, (split, warps, cap)  # exact products, fp32 sums
+        assert rel(y, ref) < 1e-3, launch  # fp16 weights, exact products, fp32 sums
         assert not ws.acc.any() and not ws.counters.any()  # left clean for the next call
 
 

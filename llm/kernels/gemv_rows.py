@@ -36,25 +36,26 @@ _MAX_ROWS = tl.constexpr(MAX_ROWS)
 
 
 def _mma_step_asm(blocks: int) -> str:
-    """PTX of one step for one pair of weight words: 4 ``lop3`` + 4 ``sub`` per half, then one
-    MMA per block of 8 activation rows per half.
+    """PTX of one step for one pair of weight words: per half of the words 4 ``lop3``, 4
+    ``sub`` and 4 ``mul`` make the A fragment ``(q - z) * s``, then one MMA per block of 8
+    activation rows.
 
-    Operands: ``$0 .. $(4 blocks - 1)`` the fp32 sums (tied to the inputs after the rest),
-    then the words of columns ``c`` and ``c + 4`` (A rows ``g`` and ``g + 8``), their zero
-    pairs ``1024 + z`` and ``64 + 16 z / 16``, and per block the four activation pairs
+    Operands: ``$0 .. $(4 blocks - 1)`` the fp32 sums (tied to the last inputs), then the words
+    of columns ``c`` and ``c + 4`` (A rows ``g`` and ``g + 8``), their zero pairs
+    ``(1024 + z, 64 + z)``, their scale pairs, and per block the four activation pairs
     ``(k0, k1) (k2, k3) (k4, k5) (k6, k7)``.
     """
     n_out = 4 * blocks
     w_lo, w_hi = n_out, n_out + 1
-    z_lo_1024, z_lo_64, z_hi_1024, z_hi_64 = (n_out + 2 + i for i in range(4))
-    x0 = n_out + 6
+    z_lo_1024, z_lo_64, z_hi_1024, z_hi_64, s_lo, s_hi = (n_out + 2 + i for i in range(6))
+    x0 = n_out + 8
     lines = [
         "{",
-        ".reg .b32 a0, a1, a2, a3, s_lo, s_hi;",
-        f"shr.b32 s_lo, ${w_lo}, 8;",
-        f"shr.b32 s_hi, ${w_hi}, 8;",
+        ".reg .b32 a0, a1, a2, a3, w_lo, w_hi;",
+        f"shr.b32 w_lo, ${w_lo}, 8;",
+        f"shr.b32 w_hi, ${w_hi}, 8;",
     ]
-    for half, (lo, hi) in enumerate(((f"${w_lo}", f"${w_hi}"), ("s_lo", "s_hi"))):
+    for half, (lo, hi) in enumerate(((f"${w_lo}", f"${w_hi}"), ("w_lo", "w_hi"))):
         lines += [
             f"lop3.b32 a0, {lo}, 0x000F000F, 0x64006400, 0xEA;",
             f"lop3.b32 a1, {hi}, 0x000F000F, 0x64006400, 0xEA;",
@@ -64,6 +65,10 @@ def _mma_step_asm(blocks: int) -> str:
             f"sub.f16x2 a1, a1, ${z_hi_1024};",
             f"sub.f16x2 a2, a2, ${z_lo_64};",
             f"sub.f16x2 a3, a3, ${z_hi_64};",
+            f"mul.f16x2 a0, a0, ${s_lo};",
+            f"mul.f16x2 a1, a1, ${s_hi};",
+            f"mul.f16x2 a2, a2, ${s_lo};",
+            f"mul.f16x2 a3, a3, ${s_hi};",
         ]
         for b in range(blocks):
             d = ", ".join(f"${4 * b + i}" for i in range(4))
@@ -78,8 +83,8 @@ def _mma_step_asm(blocks: int) -> str:
 
 _MMA_STEP_1 = tl.constexpr(_mma_step_asm(1))
 _MMA_STEP_2 = tl.constexpr(_mma_step_asm(2))
-_MMA_CONSTRAINTS_1 = tl.constexpr("=f," * 4 + "r," * 10 + "0,1,2,3")
-_MMA_CONSTRAINTS_2 = tl.constexpr("=f," * 8 + "r," * 14 + "0,1,2,3,4,5,6,7")
+_MMA_CONSTRAINTS_1 = tl.constexpr("=f," * 4 + "r," * 12 + "0,1,2,3")
+_MMA_CONSTRAINTS_2 = tl.constexpr("=f," * 8 + "r," * 16 + "0,1,2,3,4,5,6,7")
 
 # 128-bit loads; the weights with an L2 evict-first policy (read once per call)
 _LOAD_WEIGHTS = tl.constexpr(
@@ -90,12 +95,14 @@ _LOAD_IF = tl.constexpr(
     "{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
     "mov.b32 $3, 0; @p ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; }"
 )
-_LOAD_HALVES = tl.constexpr(
-    "{ .reg .b32 r0, r1, r2, r3; .reg .b16 h0, h1, h2, h3, h4, h5, h6, h7; "
-    "ld.global.v4.b32 {r0, r1, r2, r3}, [$8]; "
+# 8 fp16 scales (zeros where not $9) -> 8 pairs (s, s)
+_LOAD_SCALE_PAIRS = tl.constexpr(
+    "{ .reg .pred p; .reg .b32 r0, r1, r2, r3; .reg .b16 h0, h1, h2, h3, h4, h5, h6, h7; "
+    "setp.ne.b32 p, $9, 0; mov.b32 r0, 0; mov.b32 r1, 0; mov.b32 r2, 0; mov.b32 r3, 0; "
+    "@p ld.global.v4.b32 {r0, r1, r2, r3}, [$8]; "
     "mov.b32 {h0, h1}, r0; mov.b32 {h2, h3}, r1; mov.b32 {h4, h5}, r2; mov.b32 {h6, h7}, r3; "
-    "cvt.f32.f16 $0, h0; cvt.f32.f16 $1, h1; cvt.f32.f16 $2, h2; cvt.f32.f16 $3, h3; "
-    "cvt.f32.f16 $4, h4; cvt.f32.f16 $5, h5; cvt.f32.f16 $6, h6; cvt.f32.f16 $7, h7; }"
+    "mov.b32 $0, {h0, h0}; mov.b32 $1, {h1, h1}; mov.b32 $2, {h2, h2}; mov.b32 $3, {h3, h3}; "
+    "mov.b32 $4, {h4, h4}; mov.b32 $5, {h5, h5}; mov.b32 $6, {h6, h6}; mov.b32 $7, {h7, h7}; }"
 )
 _SYM_1024 = tl.constexpr(0x64086408)  # fp16 pair (1032, 1032): 1024 + the zero 8
 _SYM_64 = tl.constexpr(0x54805480)  # fp16 pair (72, 72): 64 + 8
@@ -114,8 +121,8 @@ def _words(ptr):
 
 
 @triton.jit
-def _activations(ptr, present):
-    """The 8 fp16 activations at ``ptr`` as four pairs (int32), zeros where not ``present``."""
+def _load_if(ptr, present):
+    """The 4 words at ``ptr`` (16-byte aligned), zeros where not ``present``."""
     return tl.inline_asm_elementwise(
         _LOAD_IF, "=r,=r,=r,=r,l,r", [ptr, present.to(tl.int32)], dtype=(tl.int32,) * 4,
         is_pure=True, pack=1,
@@ -124,71 +131,46 @@ def _activations(ptr, present):
 
 @triton.jit
 def _group_params(s_ptr, z_ptr, group, end_group, col, N, HAS_ZEROS: tl.constexpr):
-    """Scale group ``group``'s 8 scales (fp32; zero from ``end_group`` on, where the group is
-    another warp's or past the matrix) and the zero pairs the MMA step subtracts,
-    ``(1024 + z, 64 + z)``, for each of the lane's 8 columns."""
+    """Scale group ``group``'s parameters for the lane's 8 columns: the scale pairs ``(s, s)``
+    (zero from ``end_group`` on, where the group is another warp's or past the matrix) and the
+    zero pairs the MMA step subtracts, ``(1024 + z, 64 + z)``."""
     valid = group < end_group
     offset = tl.minimum(group, end_group - 1) * N + col
     scales = tl.inline_asm_elementwise(
-        _LOAD_HALVES, "=f,=f,=f,=f,=f,=f,=f,=f,l", [s_ptr + offset], dtype=(tl.float32,) * 8,
-        is_pure=True, pack=1,
+        _LOAD_SCALE_PAIRS, "=r,=r,=r,=r,=r,=r,=r,=r,l,r", [s_ptr + offset, valid.to(tl.int32)],
+        dtype=(tl.int32,) * 8, is_pure=True, pack=1,
     )  # fmt: skip
-    keep = tl.where(valid, 1.0, 0.0)
-    scales = [s * keep for s in scales]
     if HAS_ZEROS:
-        zp = z_ptr + offset
-        z = tl.inline_asm_elementwise(
-            _LOAD_IF, "=r,=r,=r,=r,l,r", [zp, valid.to(tl.int32)], dtype=(tl.int32,) * 4,
-            is_pure=True, pack=1,
-        ) + tl.inline_asm_elementwise(
-            _LOAD_IF, "=r,=r,=r,=r,l,r", [zp + 4, valid.to(tl.int32)], dtype=(tl.int32,) * 4,
-            is_pure=True, pack=1,
-        )  # fmt: skip
-        pairs = [((0x6400 + v) * 0x10001, (0x5400 + 16 * v) * 0x10001) for v in z]
+        z = _load_if(z_ptr + offset, valid) + _load_if(z_ptr + offset + 4, valid)
+        zeros = [((0x6400 + v) * 0x10001, (0x5400 + 16 * v) * 0x10001) for v in z]
     else:
         sym = (tl.full(valid.shape, _SYM_1024, tl.int32), tl.full(valid.shape, _SYM_64, tl.int32))
-        pairs = (sym,) * 8
-    return scales, pairs
+        zeros = (sym,) * 8
+    return scales, zeros
 
 
 @triton.jit
-def _mma_step(sums, words, pairs, x, TWO_BLOCKS: tl.constexpr):
-    """Add one step (32 inputs) into the per-tile sums: 4 tiles of 16 columns, each the lane's
-    columns ``T`` and ``T + 4`` of its 8."""
+def _mma_step(acc, words, params, x, TWO_BLOCKS: tl.constexpr):
+    """Add one step (32 inputs) into the sums of the lane's 4 tiles of 16 columns, each tile
+    the lane's columns ``T`` and ``T + 4`` of its 8."""
+    scales, zeros = params
     out = ()
     for tile in tl.static_range(4):
-        lo, hi = pairs[tile], pairs[tile + 4]
-        args = [words[tile], words[tile + 4], lo[0], lo[1], hi[0], hi[1]]
+        lo, hi = zeros[tile], zeros[tile + 4]
+        args = [words[tile], words[tile + 4], lo[0], lo[1], hi[0], hi[1], scales[tile],
+                scales[tile + 4]]  # fmt: skip
         if TWO_BLOCKS:
             got = tl.inline_asm_elementwise(
-                _MMA_STEP_2, _MMA_CONSTRAINTS_2, args + list(x) + list(sums[tile]),
+                _MMA_STEP_2, _MMA_CONSTRAINTS_2, args + list(x) + list(acc[tile]),
                 dtype=(tl.float32,) * 8, is_pure=True, pack=1,
             )  # fmt: skip
         else:
             got = tl.inline_asm_elementwise(
-                _MMA_STEP_1, _MMA_CONSTRAINTS_1, args + list(x) + list(sums[tile]),
+                _MMA_STEP_1, _MMA_CONSTRAINTS_1, args + list(x) + list(acc[tile]),
                 dtype=(tl.float32,) * 4, is_pure=True, pack=1,
             )  # fmt: skip
         out = out + (got,)
     return out
-
-
-@triton.jit
-def _add_scaled(acc, sums, scales, SUMS: tl.constexpr):
-    """``acc + sums * scale`` per tile; sums 0, 1 (and 4, 5) are column ``T``, 2, 3 (6, 7)
-    column ``T + 4`` of the lane's 8."""
-    out = ()
-    for tile in tl.static_range(4):
-        row = ()
-        for k in tl.static_range(SUMS):
-            row = row + (acc[tile][k] + sums[tile][k] * scales[tile + 4 * ((k // 2) % 2)],)
-        out = out + (row,)
-    return out
-
-
-@triton.jit
-def _cleared(LANES: tl.constexpr, SUMS: tl.constexpr):
-    return ((tl.zeros([LANES], tl.float32),) * SUMS,) * 4
 
 
 @triton.jit
@@ -197,24 +179,22 @@ def _step_loads(qw_ptr, x0_ptr, x1_ptr, row, last_row, col, N, g, M, TWO_BLOCKS:
     activations in each block of rows."""
     row = tl.minimum(row, last_row)
     words = _words(qw_ptr + row * N + col)
-    x = _activations(x0_ptr + 8 * row, g < M)
+    x = _load_if(x0_ptr + 8 * row, g < M)
     if TWO_BLOCKS:
-        x = x + _activations(x1_ptr + 8 * row, g + 8 < M)
+        x = x + _load_if(x1_ptr + 8 * row, g + 8 < M)
     return words, x
 
 
 @triton.jit
-def _end_of_group(step, acc, sums, scales, pairs, first_group, end_group, s_ptr, z_ptr, col, N,
-                  HAS_ZEROS: tl.constexpr, STEPS: tl.constexpr, SUMS: tl.constexpr):  # fmt: skip
-    """After a scale group's last step: its sums times its scales into ``acc``, sums cleared,
-    the next group's scales and zero pairs loaded (zero scales past ``end_group``, the first
-    group of the next warp's range)."""
+def _next_group(step, params, ahead, first_group, end_group, s_ptr, z_ptr, col, N,
+                HAS_ZEROS: tl.constexpr, STEPS: tl.constexpr):  # fmt: skip
+    """After a scale group's last step: the group after it (loaded a group ahead) becomes the
+    current one, and the one after that is loaded."""
     if step % STEPS == STEPS - 1:
-        acc = _add_scaled(acc, sums, scales, SUMS)
-        sums = _cleared(sums[0][0].shape[0], SUMS)
-        group = first_group + step // STEPS + 1
-        scales, pairs = _group_params(s_ptr, z_ptr, group, end_group, col, N, HAS_ZEROS)
-    return acc, sums, scales, pairs
+        params = ahead
+        group = first_group + step // STEPS + 2
+        ahead = _group_params(s_ptr, z_ptr, group, end_group, col, N, HAS_ZEROS)
+    return params, ahead
 
 
 @triton.jit
@@ -222,7 +202,7 @@ def _int4_gemv_rows_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
     M, N, K8, NUM_GROUPS, GROUPS_PER_WARP, SPLIT_K, stride_xm, stride_ym,
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr,
-    TWO_BLOCKS: tl.constexpr, NUM_WARPS: tl.constexpr,
+    TWO_BLOCKS: tl.constexpr, NUM_WARPS: tl.constexpr, DEPTH: tl.constexpr,
 ):  # fmt: skip
     LANES: tl.constexpr = 32 * NUM_WARPS
     STEPS: tl.constexpr = GROUP_ROWS // 4  # MMA steps per scale group
@@ -234,36 +214,31 @@ def _int4_gemv_rows_kernel(
     pid_n = tl.program_id(0)
     col = pid_n * 64 + 8 * g  # the first of the lane's 8 columns
     first_group = (tl.program_id(1) * NUM_WARPS + i // 32) * GROUPS_PER_WARP
+    end_group = tl.minimum(first_group + GROUPS_PER_WARP, NUM_GROUPS)
     last_row = K8 - 4 + t  # a warp past the last group re-reads the last step (scales zero)
     x0_ptr = x_ptr + g * stride_xm
     x1_ptr = x0_ptr + 8 * stride_xm
-
-    sums = _cleared(LANES, SUMS)
-    acc = sums
-    end_group = tl.minimum(first_group + GROUPS_PER_WARP, NUM_GROUPS)
-    scales, pairs = _group_params(s_ptr, z_ptr, first_group, end_group, col, N, HAS_ZEROS)
     first_row = first_group * GROUP_ROWS + t
-    last = GROUPS_PER_WARP * STEPS
-    # two register sets: set B (step s + 1) is loaded before set A (step s) is used, and set A
-    # refilled with step s + 2 before set B is used, so every load has a step of arithmetic
-    # to arrive in (an odd count runs one step past the end: clamped, and never scaled in)
-    a_words, a_x = _step_loads(qw_ptr, x0_ptr, x1_ptr, first_row, last_row, col, N, g, M,
-                               TWO_BLOCKS)  # fmt: skip
-    for step in range(0, last, 2):
-        b_words, b_x = _step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * (step + 1), last_row,
-                                   col, N, g, M, TWO_BLOCKS)  # fmt: skip
-        sums = _mma_step(sums, a_words, pairs, a_x, TWO_BLOCKS)
-        acc, sums, scales, pairs = _end_of_group(
-            step, acc, sums, scales, pairs, first_group, end_group, s_ptr, z_ptr, col, N,
-            HAS_ZEROS, STEPS, SUMS,
-        )  # fmt: skip
-        a_words, a_x = _step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * (step + 2), last_row,
-                                   col, N, g, M, TWO_BLOCKS)  # fmt: skip
-        sums = _mma_step(sums, b_words, pairs, b_x, TWO_BLOCKS)
-        acc, sums, scales, pairs = _end_of_group(
-            step + 1, acc, sums, scales, pairs, first_group, end_group, s_ptr, z_ptr, col, N,
-            HAS_ZEROS, STEPS, SUMS,
-        )  # fmt: skip
+
+    acc = ((tl.zeros([LANES], tl.float32),) * SUMS,) * 4
+    params = _group_params(s_ptr, z_ptr, first_group, end_group, col, N, HAS_ZEROS)
+    ahead = _group_params(s_ptr, z_ptr, first_group + 1, end_group, col, N, HAS_ZEROS)
+    # a ring of DEPTH register sets: each set is refilled with the step DEPTH ahead as soon as
+    # it has been used, so every load has DEPTH - 1 steps of arithmetic to arrive in (steps
+    # past the warp's range re-read the last rows, times zero scales)
+    sets = ()
+    for d in tl.static_range(DEPTH):
+        sets = sets + (_step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * d, last_row, col, N,
+                                   g, M, TWO_BLOCKS),)  # fmt: skip
+    for step in range(0, GROUPS_PER_WARP * STEPS, DEPTH):
+        for d in tl.static_range(DEPTH):
+            words, x = sets[d]
+            acc = _mma_step(acc, words, params, x, TWO_BLOCKS)
+            params, ahead = _next_group(step + d, params, ahead, first_group, end_group, s_ptr,
+                                        z_ptr, col, N, HAS_ZEROS, STEPS)  # fmt: skip
+            refill = _step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * (step + d + DEPTH),
+                                 last_row, col, N, g, M, TWO_BLOCKS)  # fmt: skip
+            sets = sets[:d] + (refill,) + sets[d + 1 :]
 
     # sum k of tile T: activation row 2t + k % 2 (+ 8 for k >= 4), column 8g + T (+ 4 for
     # k % 4 >= 2)
@@ -306,11 +281,12 @@ def int4_gemv_rows(
     split_k: int = 8,
     num_warps: int = 4,
     max_registers: int | None = None,
+    depth: int = 4,
 ) -> torch.Tensor:
     """``x (M, K) fp16 @ W + b`` for 2-16 rows, W in the repacked layout, read once for all
     rows. ``split_k`` programs (of ``num_warps`` warps, each a range of scale groups) share a
     column block's inputs; they meet in ``workspace``. ``max_registers``: a per-thread cap given
-    to ptxas. Returns ``(M, N)`` fp16."""
+    to ptxas; ``depth``: steps of weights each warp keeps in flight. Returns ``(M, N)`` fp16."""
     m, k = x.shape
     k8, n = qweight.shape
     if k != k8 * 8:
@@ -323,7 +299,7 @@ def int4_gemv_rows(
     if x.dtype != torch.float16 or scales.dtype != torch.float16:
         raise ValueError("int4_gemv_rows: fp16 activations and scales only")
     if workspace is None:
-        raise ValueError("int4_gemv_rows: the programs meet in a SplitKWorkspace; none given")
+        raise ValueError("int4_gemv_rows: the programs meet in a split-K workspace; none given")
     workspace.check(m, n)
     x = _rows_aligned(x)
     group_rows = (k if group_size == -1 else group_size) // 8
@@ -337,7 +313,7 @@ def int4_gemv_rows(
         bias if bias is not None else scales, y, workspace.acc, workspace.counters,
         m, n, k8, num_groups, groups_per_warp, split, x.stride(0), y.stride(0),
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
-        TWO_BLOCKS=m > 8, NUM_WARPS=num_warps, num_warps=num_warps,
+        TWO_BLOCKS=m > 8, NUM_WARPS=num_warps, DEPTH=depth, num_warps=num_warps,
         **({} if max_registers is None else {"maxnreg": max_registers}),
     )  # fmt: skip
     return y
