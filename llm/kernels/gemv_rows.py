@@ -8,12 +8,14 @@ B operand, so a second block of 8 rows costs one more MMA per weight word and no
 The kernel reads the same repacked layout as the one-row kernel. The MMA's inputs need not be
 in order, only paired alike in A and B: lane ``(g, t)`` of a warp (``g = lane // 4``,
 ``t = lane % 4``) takes packed row ``4s + t`` of step ``s``, and from it the words of columns
-``8g .. 8g + 7`` of the warp's 64 (two 128-bit loads) and the 8 activations of that packed row
+``4g .. 4g + 3`` and ``32 + 4g .. 35 + 4g`` of the warp's 64 (two 128-bit loads, each 128
+contiguous bytes over the 8 lanes of a quad-row) and the 8 activations of that packed row
 (one 128-bit load per block of rows). One ``lop3`` per nibble pair puts a pair of weights into
 the mantissas of fp16 ``1024 + q`` or ``64 + q``, one ``sub.f16x2`` leaves ``q - zero``
-exactly, and two MMAs per pair of words (inputs ``k0..k3`` of the packed row, then
-``k4..k7``) sum exact products in fp32. Each scale group's sums are multiplied by its scales
-and added into fp32 accumulators. The warps of a program take successive ranges of scale
+exactly, one ``mul.f16x2`` by the scale pair makes the fp16 weight (as dequantising does), and
+two MMAs per pair of words (inputs ``k0..k3`` of the packed row, then ``k4..k7``) sum exact
+products into fp32 accumulators. Each warp keeps ``depth`` steps of weights in flight and the
+next scale group's parameters loaded a group ahead. The warps of a program take successive ranges of scale
 groups, the programs of the second grid axis further ranges (split-K); their sums meet in the
 fp32 workspace, and the last program of a column block (a ticket counter) writes the fp16
 result and leaves workspace and counter at zero.
@@ -95,11 +97,11 @@ _LOAD_IF = tl.constexpr(
     "{ .reg .pred p; setp.ne.b32 p, $5, 0; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; "
     "mov.b32 $3, 0; @p ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; }"
 )
-# 8 fp16 scales (zeros where not $9) -> 8 pairs (s, s)
+# 4 + 4 fp16 scales at $8 and $8 + 64 bytes (zeros where not $9) -> 8 pairs (s, s)
 _LOAD_SCALE_PAIRS = tl.constexpr(
     "{ .reg .pred p; .reg .b32 r0, r1, r2, r3; .reg .b16 h0, h1, h2, h3, h4, h5, h6, h7; "
     "setp.ne.b32 p, $9, 0; mov.b32 r0, 0; mov.b32 r1, 0; mov.b32 r2, 0; mov.b32 r3, 0; "
-    "@p ld.global.v4.b32 {r0, r1, r2, r3}, [$8]; "
+    "@p ld.global.v2.b32 {r0, r1}, [$8]; @p ld.global.v2.b32 {r2, r3}, [$8 + 64]; "
     "mov.b32 {h0, h1}, r0; mov.b32 {h2, h3}, r1; mov.b32 {h4, h5}, r2; mov.b32 {h6, h7}, r3; "
     "mov.b32 $0, {h0, h0}; mov.b32 $1, {h1, h1}; mov.b32 $2, {h2, h2}; mov.b32 $3, {h3, h3}; "
     "mov.b32 $4, {h4, h4}; mov.b32 $5, {h5, h5}; mov.b32 $6, {h6, h6}; mov.b32 $7, {h7, h7}; }"
@@ -110,12 +112,13 @@ _SYM_64 = tl.constexpr(0x54805480)  # fp16 pair (72, 72): 64 + 8
 
 @triton.jit
 def _words(ptr):
-    """The 8 words at ``ptr .. ptr + 7`` (int32, 32-byte aligned), weights' cache policy."""
+    """The words at ``ptr .. ptr + 3`` and ``ptr + 32 .. ptr + 35`` (16-byte aligned), with the
+    weights' cache policy: the 8 lanes of a quad-row read 128 contiguous bytes per load."""
     a = tl.inline_asm_elementwise(
         _LOAD_WEIGHTS, "=r,=r,=r,=r,l", [ptr], dtype=(tl.int32,) * 4, is_pure=True, pack=1
     )
     b = tl.inline_asm_elementwise(
-        _LOAD_WEIGHTS, "=r,=r,=r,=r,l", [ptr + 4], dtype=(tl.int32,) * 4, is_pure=True, pack=1
+        _LOAD_WEIGHTS, "=r,=r,=r,=r,l", [ptr + 32], dtype=(tl.int32,) * 4, is_pure=True, pack=1
     )
     return a + b
 
@@ -141,7 +144,7 @@ def _group_params(s_ptr, z_ptr, group, end_group, col, N, HAS_ZEROS: tl.constexp
         dtype=(tl.int32,) * 8, is_pure=True, pack=1,
     )  # fmt: skip
     if HAS_ZEROS:
-        z = _load_if(z_ptr + offset, valid) + _load_if(z_ptr + offset + 4, valid)
+        z = _load_if(z_ptr + offset, valid) + _load_if(z_ptr + offset + 32, valid)
         zeros = [((0x6400 + v) * 0x10001, (0x5400 + 16 * v) * 0x10001) for v in z]
     else:
         sym = (tl.full(valid.shape, _SYM_1024, tl.int32), tl.full(valid.shape, _SYM_64, tl.int32))
@@ -152,7 +155,7 @@ def _group_params(s_ptr, z_ptr, group, end_group, col, N, HAS_ZEROS: tl.constexp
 @triton.jit
 def _mma_step(acc, words, params, x, TWO_BLOCKS: tl.constexpr):
     """Add one step (32 inputs) into the sums of the lane's 4 tiles of 16 columns, each tile
-    the lane's columns ``T`` and ``T + 4`` of its 8."""
+    the lane's columns ``col + T`` and ``col + 32 + T``."""
     scales, zeros = params
     out = ()
     for tile in tl.static_range(4):
@@ -212,7 +215,7 @@ def _int4_gemv_rows_kernel(
     g = lane // 4
     t = lane % 4
     pid_n = tl.program_id(0)
-    col = pid_n * 64 + 8 * g  # the first of the lane's 8 columns
+    col = pid_n * 64 + 4 * g  # the lane's columns: col .. col + 3 and col + 32 .. col + 35
     first_group = (tl.program_id(1) * NUM_WARPS + i // 32) * GROUPS_PER_WARP
     end_group = tl.minimum(first_group + GROUPS_PER_WARP, NUM_GROUPS)
     last_row = K8 - 4 + t  # a warp past the last group re-reads the last step (scales zero)
@@ -240,12 +243,12 @@ def _int4_gemv_rows_kernel(
                                  last_row, col, N, g, M, TWO_BLOCKS)  # fmt: skip
             sets = sets[:d] + (refill,) + sets[d + 1 :]
 
-    # sum k of tile T: activation row 2t + k % 2 (+ 8 for k >= 4), column 8g + T (+ 4 for
+    # sum k of tile T: activation row 2t + k % 2 (+ 8 for k >= 4), column col + T (+ 32 for
     # k % 4 >= 2)
     for tile in tl.static_range(4):
         for k in tl.static_range(SUMS):
             r = 2 * t + (k % 2) + 8 * (k // 4)
-            c = col + tile + 4 * ((k // 2) % 2)
+            c = col + tile + 32 * ((k // 2) % 2)
             tl.atomic_add(ws_ptr + r * N + c, acc[tile][k], mask=r < M, sem="relaxed")
     tl.debug_barrier()
     ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
