@@ -197,8 +197,15 @@ def rows_supported(m: int, k: int, n: int, group_size: int) -> bool:
 
 def rows_choice(m: int, k: int, n: int) -> dict:
     """Launch shape of the tensor-core GEMV for ``m`` rows (a sweep on the H200 at the
-    Qwen-14B shapes)."""
-    return {"split_k": 8, "num_warps": 4, "max_registers": 128 if m <= 8 else 192}
+    Qwen-14B shapes: 1-4 warps, split-K 1-16, 2 or 4 steps in flight).
+
+    4 warps, each with 4 steps of weights in flight (2 were slower, 8 too: fewer warps fit).
+    Split-K 2 for the wide matrices (N >= 12288; 1 for 9-16 rows, whose programs hold twice
+    the sums), 4 for the long K = 13696 of mlp.c_proj, 2 for attn.c_proj: c_attn 16.8-17.2 us
+    at 2 rows, 20.1 at 8, 24.4 at 16 (the one-row kernel over every row: 25 / 80 / 153 us).
+    """
+    split = (1 if m > 8 else 2) if n >= 12288 else 4 if k >= 8192 else 2
+    return {"split_k": split, "num_warps": 4, "depth": 4}
 
 
 def gated_choice(k: int, n: int) -> dict:
