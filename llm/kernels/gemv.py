@@ -502,7 +502,7 @@ def int4_gemv(
         raise ValueError(f"int4_gemv: x of shape {tuple(x.shape)} does not match qweight {k8}x{n}")
     if accumulate:
         _check_accumulator(out, m, n, x.device)
-    x = _aligned_rows(x)
+    x = aligned_rows(x)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
     group_rows = group_size // 8
     if config.paired and _even(k8, n, group_rows, config.block_n):
@@ -558,10 +558,11 @@ def _check_accumulator(out: torch.Tensor | None, m: int, n: int, device: torch.d
         )
 
 
-def _aligned_rows(x: torch.Tensor) -> torch.Tensor:
-    """x itself when its rows are contiguous and 8-byte aligned (the kernels read activations
-    as 32- and 64-bit words), else an aligned copy."""
-    if x.stride(1) == 1 and x.stride(0) % 4 == 0 and x.data_ptr() % 8 == 0:
+def aligned_rows(x: torch.Tensor, nbytes: int = 8) -> torch.Tensor:
+    """x itself when its rows are contiguous and ``nbytes``-aligned (the kernels read fp16
+    activations as 32-, 64- or 128-bit words), else an aligned copy."""
+    step = nbytes // x.element_size()
+    if x.stride(1) == 1 and x.stride(0) % step == 0 and x.data_ptr() % nbytes == 0:
         return x
     return x.clone(memory_format=torch.contiguous_format)
 
@@ -650,5 +651,5 @@ def int4_gemv_gated(
         raise ValueError(f"int4_gemv_gated: {k}x{n} g{group_size} needs N % {config.block_n} == 0")
     y = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
     return _launch_even(
-        _aligned_rows(x), first, second, y, group_size // 8, workspace, config, False, overlap
+        aligned_rows(x), first, second, y, group_size // 8, workspace, config, False, overlap
     )

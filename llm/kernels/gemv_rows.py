@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from llm.kernels.gemv import SplitKWorkspace
+from llm.kernels.gemv import SplitKWorkspace, aligned_rows
 from llm.kernels.linear import COLUMNS_PER_WARP, MAX_ROWS, rows_supported
 
 _MAX_ROWS = tl.constexpr(MAX_ROWS)
@@ -226,9 +226,10 @@ def _int4_gemv_rows_kernel(
     acc = ((tl.zeros([LANES], tl.float32),) * SUMS,) * 4
     params = _group_params(s_ptr, z_ptr, first_group, end_group, col, N, HAS_ZEROS)
     ahead = _group_params(s_ptr, z_ptr, first_group + 1, end_group, col, N, HAS_ZEROS)
-    # a ring of DEPTH register sets: each set is refilled with the step DEPTH ahead as soon as
-    # it has been used, so every load has DEPTH - 1 steps of arithmetic to arrive in (steps
-    # past the warp's range re-read the last rows, times zero scales)
+    # a ring of DEPTH register sets, each refilled with the step DEPTH ahead once it has been
+    # used, so DEPTH steps of weights are in flight per warp (ptxas issues a trip's refills
+    # together at its end); steps past the warp's range re-read the last rows, times zero
+    # scales
     sets = ()
     for d in tl.static_range(DEPTH):
         sets = sets + (_step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * d, last_row, col, N,
@@ -304,7 +305,7 @@ def int4_gemv_rows(
     if workspace is None:
         raise ValueError("int4_gemv_rows: the programs meet in a split-K workspace; none given")
     workspace.check(m, n)
-    x = _rows_aligned(x)
+    x = aligned_rows(x, 16)  # the activations are read 8 at a time
     group_rows = (k if group_size == -1 else group_size) // 8
     num_groups = k8 // group_rows
     split = max(1, min(split_k, triton.cdiv(num_groups, num_warps)))
@@ -320,11 +321,3 @@ def int4_gemv_rows(
         **({} if max_registers is None else {"maxnreg": max_registers}),
     )  # fmt: skip
     return y
-
-
-def _rows_aligned(x: torch.Tensor) -> torch.Tensor:
-    """x itself when its rows are contiguous and 16-byte aligned (the activations are read 8 at
-    a time), else an aligned copy."""
-    if x.stride(1) == 1 and x.stride(0) % 8 == 0 and x.data_ptr() % 16 == 0:
-        return x
-    return x.clone(memory_format=torch.contiguous_format)
