@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 # ``prefill_kernel == "triton"``.
 ONE_ROW_MAX_M = 8  # the one-row kernel, where the rows kernel cannot run the shape
 MAX_ROWS = 16  # the rows kernel: two blocks of the MMA's 8 activation rows
-GEMV_MAX_M = MAX_ROWS
 COLUMNS_PER_WARP = 64  # the rows kernel: 8 lanes of a quad-row times 8 columns
 
 
@@ -289,7 +288,7 @@ def accelerate(model: nn.Module) -> nn.Module:
         from llm.kernels.gemv import SplitKWorkspace
 
         max_n = max(m.out_features for _, m in targets)
-        workspace = SplitKWorkspace(GEMV_MAX_M, 2 * max_n, device)  # 2x: the gated pair
+        workspace = SplitKWorkspace(MAX_ROWS, 2 * max_n, device)  # 2x: the gated pair
     for name, layer in targets:
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
