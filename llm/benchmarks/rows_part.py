@@ -31,28 +31,23 @@ MATRICES = {
 }
 
 
-def _timed(k: int, n: int, m: int, weights, x, ws) -> float:
-    """Seconds per call of the engine's kernel for ``m`` rows, L2-cold weights."""
+def _engine_kernel(k: int, n: int, m: int, ws: SplitKWorkspace):
+    """``call(x, qweight, scales)``: the kernel ``Int4Linear`` runs for ``m`` rows, with its
+    launch choice; one row in accumulate mode (as decode runs it), summed into a fresh fp32
+    accumulator that the timed calls keep adding to (only their time counts)."""
     if m == 1:
         cfg = GemvConfig(**gemv_choice(k, n))
         acc = torch.zeros(1, n, device="cuda")
-        return graph_time(
-            [
-                (
-                    lambda qw=qw, s=s: int4_gemv(
-                        x[:1], qw, s, None, None, GROUP, None, cfg, out=acc, accumulate=True
-                    )
-                )  # fmt: skip
-                for qw, s in weights * 2
-            ]
+        return lambda x, qw, s: int4_gemv(
+            x[:1], qw, s, None, None, GROUP, None, cfg, out=acc, accumulate=True
         )
     choice = rows_choice(m, k, n)
-    return graph_time(
-        [
-            (lambda qw=qw, s=s: int4_gemv_rows(x[:m], qw, s, None, None, GROUP, ws, **choice))
-            for qw, s in weights * 2
-        ]
-    )
+    return lambda x, qw, s: int4_gemv_rows(x[:m], qw, s, None, None, GROUP, ws, **choice)
+
+
+def _time_over(weights, call) -> float:
+    """Seconds per ``call(qweight, scales)``, over L2-cold copies of the weights."""
+    return graph_time([(lambda qw=qw, s=s: call(qw, s)) for qw, s in weights * 2])
 
 
 def bench_matrix(k: int, n: int, ws: SplitKWorkspace) -> dict:
@@ -64,20 +59,15 @@ def bench_matrix(k: int, n: int, ws: SplitKWorkspace) -> dict:
     ref = x.float() @ dequantize_repacked(*weights[0], None, GROUP)
     out: dict = {"K": k, "N": n, "bytes": nbytes, "rows": {}}
     for m in ROW_COUNTS:
-        y = (
-            int4_gemv(x[:1], *weights[0], None, None, GROUP, ws, GemvConfig(**gemv_choice(k, n)))
-            if m == 1
-            else int4_gemv_rows(x[:m], *weights[0], None, None, GROUP, ws, **rows_choice(m, k, n))
-        )
-        t = _timed(k, n, m, weights, x, ws)
-        out["rows"][m] = {"us": t * 1e6, "tbps": nbytes / t / 1e12, "err": rel_err(y, ref[:m])}
+        kernel = _engine_kernel(k, n, m, ws)
+        err = rel_err(kernel(x, *weights[0]), ref[:m])
+        t = _time_over(weights, lambda qw, s, kernel=kernel: kernel(x, qw, s))
+        out["rows"][m] = {"us": t * 1e6, "tbps": nbytes / t / 1e12, "err": err}
     one_row = GemvConfig(**gemv_choice(k, n))
     for m in (2, 16):
-        t = graph_time(
-            [
-                (lambda qw=qw, s=s, xm=x[:m]: int4_gemv(xm, qw, s, None, None, GROUP, ws, one_row))
-                for qw, s in weights * 2
-            ]
+        t = _time_over(
+            weights,
+            lambda qw, s, xm=x[:m]: int4_gemv(xm, qw, s, None, None, GROUP, ws, one_row),
         )
         out[f"one_row_kernel_m{m}_us"] = t * 1e6
     return out
