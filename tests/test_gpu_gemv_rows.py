@@ -25,6 +25,7 @@ SHAPES = [  # (K, N, group, sym, bias)
 ]
 LAUNCHES = [  # (split_k, num_warps, max_registers, depth)
     (1, 1, None, 4),
+    (1, 4, None, 4),  # one program per column block: sums added across warps, no workspace
     (3, 2, None, 2),
     (8, 4, 128, 4),
     (40, 4, 192, 3),  # more splits than groups: clipped to programs that have work
@@ -85,16 +86,14 @@ def test_rows_gemv_at_the_engine_shape_equals_one_row_at_a_time() -> None:
 @gpu
 @pytest.mark.gpu
 def test_rows_gemv_reads_activations_at_any_alignment() -> None:
-    from llm.kernels.gemv import SplitKWorkspace
     from llm.kernels.gemv_rows import int4_gemv_rows
 
     fast, _, _ = _fast_layer(1024, 256, 128, True, False, seed=5)
-    ws = SplitKWorkspace(16, 256, "cuda")
     buf = torch.randn(4 * 1024 + 8, device="cuda").half()
     shifted = buf[4 : 4 + 3 * 1024].view(3, 1024)  # 8 bytes past a 16-byte boundary
     strided = buf[1:][::2][: 2 * 1024].view(2, 1024)  # every other element
     assert shifted.data_ptr() % 16 and strided.stride(1) == 2
-    args = (fast.qweight, fast.scales, None, None, 128, ws, 1, 1)  # one program: bit for bit
+    args = (fast.qweight, fast.scales, None, None, 128, None, 1, 1)  # one program, no workspace
     for x in (shifted, strided):
         assert torch.equal(int4_gemv_rows(x, *args), int4_gemv_rows(x.contiguous().clone(), *args))
 
@@ -150,3 +149,22 @@ def test_rows_kernel_shape_rules() -> None:
     assert not rows_supported(4, 1024, 520, 128)  # N not a multiple of 64
     assert not rows_supported(4, 1024, 512, 16)  # groups shorter than a step's 32 inputs
     assert not rows_supported(4, 1000, 512, -1)
+
+
+@pytest.mark.parametrize("m", [2, 4, 8, 9, 16])
+@pytest.mark.parametrize("k, n", [(5120, 15360), (5120, 5120), (5120, 13696), (13696, 5120),
+                                  (5120, 153600), (13696, 51200)])  # fmt: skip
+def test_rows_choice_fills_the_grid(m: int, k: int, n: int) -> None:
+    """The launch rule: ~2048 warps in the grid (~1024 from 9 rows on), at most 128 steps of
+    32 inputs per warp, programs of 1 or 4 warps (2 where the whole block has only 2)."""
+    from llm.kernels.linear import rows_choice
+
+    choice = rows_choice(m, k, n)
+    per_block = choice["split_k"] * choice["num_warps"]
+    target = 2048 if m <= 8 else 1024
+    grid_warps = n // 64 * per_block
+    assert per_block & (per_block - 1) == 0 and 1 <= per_block <= 32
+    assert k / 32 / per_block <= 128
+    if k / 32 / per_block <= 64:  # not raised by the step cap
+        assert target / 2**0.5 <= grid_warps <= target * 2**0.5 or per_block in (1, 32)
+    assert choice["num_warps"] in (1, 4) or choice["num_warps"] == per_block

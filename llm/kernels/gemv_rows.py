@@ -9,16 +9,19 @@ The kernel reads the same repacked layout as the one-row kernel. The MMA's input
 in order, only paired alike in A and B: lane ``(g, t)`` of a warp (``g = lane // 4``,
 ``t = lane % 4``) takes packed row ``4s + t`` of step ``s``, and from it the words of columns
 ``4g .. 4g + 3`` and ``32 + 4g .. 35 + 4g`` of the warp's 64 (two 128-bit loads, each 128
-contiguous bytes over the 8 lanes of a quad-row) and the 8 activations of that packed row
-(one 128-bit load per block of rows). One ``lop3`` per nibble pair puts a pair of weights into
+contiguous bytes over the 8 lanes of a quad-row) and, right before use, the 8 activations of
+that packed row (one 128-bit load per block of rows, L1-resident: keeping them out of the ring
+leaves registers for more warps). One ``lop3`` per nibble pair puts a pair of weights into
 the mantissas of fp16 ``1024 + q`` or ``64 + q``, one ``sub.f16x2`` leaves ``q - zero``
 exactly, one ``mul.f16x2`` by the scale pair makes the fp16 weight (as dequantising does), and
 two MMAs per pair of words (inputs ``k0..k3`` of the packed row, then ``k4..k7``) sum exact
 products into fp32 accumulators. Each warp keeps ``depth`` steps of weights in flight and the
-next scale group's parameters loaded a group ahead. The warps of a program take successive ranges of scale
-groups, the programs of the second grid axis further ranges (split-K); their sums meet in the
-fp32 workspace, and the last program of a column block (a ticket counter) writes the fp16
-result and leaves workspace and counter at zero.
+next scale group's parameters loaded a group ahead. The warps of a program take successive
+ranges of scale groups and add their sums through shared memory; where one program covers all
+of K it stores the fp16 result itself. Otherwise the programs of the second grid axis take
+further ranges (split-K): their sums meet in the fp32 workspace, and the last program of a
+column block (a ticket counter) writes the fp16 result and leaves workspace and counter at
+zero.
 
 Every tensor here is one-dimensional with one element per thread (element ``i`` on thread
 ``i``): the MMA needs each lane to hold its own fragment, so nothing may move elements between
@@ -177,15 +180,18 @@ def _mma_step(acc, words, params, x, TWO_BLOCKS: tl.constexpr):
 
 
 @triton.jit
-def _step_loads(qw_ptr, x0_ptr, x1_ptr, row, last_row, col, N, g, M, TWO_BLOCKS: tl.constexpr):
-    """The lane's 8 words of packed row ``row`` (clamped to the last step) and its 8
-    activations in each block of rows."""
-    row = tl.minimum(row, last_row)
-    words = _words(qw_ptr + row * N + col)
+def _step_words(qw_ptr, row, last_row, col, N):
+    """The lane's 8 words of packed row ``row`` (clamped to the last step)."""
+    return _words(qw_ptr + tl.minimum(row, last_row) * N + col)
+
+
+@triton.jit
+def _activations(x0_ptr, x1_ptr, row, g, M, TWO_BLOCKS: tl.constexpr):
+    """The lane's 8 activations of packed row ``row`` in each block of rows."""
     x = _load_if(x0_ptr + 8 * row, g < M)
     if TWO_BLOCKS:
         x = x + _load_if(x1_ptr + 8 * row, g + 8 < M)
-    return words, x
+    return x
 
 
 @triton.jit
@@ -206,6 +212,7 @@ def _int4_gemv_rows_kernel(
     M, N, K8, NUM_GROUPS, GROUPS_PER_WARP, SPLIT_K, stride_xm, stride_ym,
     HAS_ZEROS: tl.constexpr, HAS_BIAS: tl.constexpr, GROUP_ROWS: tl.constexpr,
     TWO_BLOCKS: tl.constexpr, NUM_WARPS: tl.constexpr, DEPTH: tl.constexpr,
+    WHOLE_K: tl.constexpr,
 ):  # fmt: skip
     LANES: tl.constexpr = 32 * NUM_WARPS
     STEPS: tl.constexpr = GROUP_ROWS // 4  # MMA steps per scale group
@@ -232,30 +239,38 @@ def _int4_gemv_rows_kernel(
     # scales
     sets = ()
     for d in tl.static_range(DEPTH):
-        sets = sets + (_step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * d, last_row, col, N,
-                                   g, M, TWO_BLOCKS),)  # fmt: skip
+        sets = sets + (_step_words(qw_ptr, first_row + 4 * d, last_row, col, N),)
     for step in range(0, GROUPS_PER_WARP * STEPS, DEPTH):
         for d in tl.static_range(DEPTH):
-            words, x = sets[d]
+            row = tl.minimum(first_row + 4 * (step + d), last_row)
+            x = _activations(x0_ptr, x1_ptr, row, g, M, TWO_BLOCKS)
+            words = sets[d]
             acc = _mma_step(acc, words, params, x, TWO_BLOCKS)
             params, ahead = _next_group(step + d, params, ahead, first_group, end_group, s_ptr,
                                         z_ptr, col, N, HAS_ZEROS, STEPS)  # fmt: skip
-            refill = _step_loads(qw_ptr, x0_ptr, x1_ptr, first_row + 4 * (step + d + DEPTH),
-                                 last_row, col, N, g, M, TWO_BLOCKS)  # fmt: skip
+            refill = _step_words(qw_ptr, first_row + 4 * (step + d + DEPTH), last_row, col, N)
             sets = sets[:d] + (refill,) + sets[d + 1 :]
 
-    # sum k of tile T: activation row 2t + k % 2 (+ 8 for k >= 4), column col + T (+ 32 for
-    # k % 4 >= 2)
+    lane32 = tl.arange(0, 32)  # a lane's sums are at the same place in every warp
     for tile in tl.static_range(4):
         for k in tl.static_range(SUMS):
-            r = 2 * t + (k % 2) + 8 * (k // 4)
-            c = col + tile + 32 * ((k // 2) % 2)
-            tl.atomic_add(ws_ptr + r * N + c, acc[tile][k], mask=r < M, sem="relaxed")
-    tl.debug_barrier()
-    ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
-    if ticket == SPLIT_K - 1:
-        _write_block(ws_ptr, b_ptr, y_ptr, pid_n, M, N, stride_ym, HAS_BIAS)
-        tl.store(cnt_ptr + pid_n, 0)
+            # sum k of tile T: activation row 2t + k % 2 (+ 8 for k >= 4), column col + T (+ 32
+            # for k % 4 >= 2)
+            r = 2 * (lane32 % 4) + (k % 2) + 8 * (k // 4)
+            c = pid_n * 64 + 4 * (lane32 // 4) + tile + 32 * ((k // 2) % 2)
+            v = tl.sum(tl.reshape(acc[tile][k], [NUM_WARPS, 32]), axis=0)
+            if WHOLE_K:  # one program per column block holds the whole sum
+                if HAS_BIAS:
+                    v += tl.load(b_ptr + c).to(tl.float32)
+                tl.store(y_ptr + r * stride_ym + c, v.to(y_ptr.dtype.element_ty), mask=r < M)
+            else:
+                tl.atomic_add(ws_ptr + r * N + c, v, mask=r < M, sem="relaxed")
+    if not WHOLE_K:
+        tl.debug_barrier()
+        ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
+        if ticket == SPLIT_K - 1:
+            _write_block(ws_ptr, b_ptr, y_ptr, pid_n, M, N, stride_ym, HAS_BIAS)
+            tl.store(cnt_ptr + pid_n, 0)
 
 
 @triton.jit
@@ -289,7 +304,8 @@ def int4_gemv_rows(
 ) -> torch.Tensor:
     """``x (M, K) fp16 @ W + b`` for 2-16 rows, W in the repacked layout, read once for all
     rows. ``split_k`` programs (of ``num_warps`` warps, each a range of scale groups) share a
-    column block's inputs; they meet in ``workspace``. ``max_registers``: a per-thread cap given
+    column block's inputs; they meet in ``workspace`` (needed only when more than one program
+    has work). ``max_registers``: a per-thread cap given
     to ptxas; ``depth``: steps of weights each warp keeps in flight. Returns ``(M, N)`` fp16."""
     m, k = x.shape
     k8, n = qweight.shape
@@ -302,22 +318,25 @@ def int4_gemv_rows(
         )
     if x.dtype != torch.float16 or scales.dtype != torch.float16:
         raise ValueError("int4_gemv_rows: fp16 activations and scales only")
-    if workspace is None:
-        raise ValueError("int4_gemv_rows: the programs meet in a split-K workspace; none given")
-    workspace.check(m, n)
     x = aligned_rows(x, 16)  # the activations are read 8 at a time
     group_rows = (k if group_size == -1 else group_size) // 8
     num_groups = k8 // group_rows
     split = max(1, min(split_k, triton.cdiv(num_groups, num_warps)))
     groups_per_warp = triton.cdiv(num_groups, split * num_warps)
     split = triton.cdiv(num_groups, groups_per_warp * num_warps)  # no program without work
+    if split > 1:
+        if workspace is None:
+            raise ValueError("int4_gemv_rows: split-K programs meet in a workspace; none given")
+        workspace.check(m, n)
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _int4_gemv_rows_kernel[(n // COLUMNS_PER_WARP, split)](
         x, qweight, scales, zeros if zeros is not None else qweight,
-        bias if bias is not None else scales, y, workspace.acc, workspace.counters,
+        bias if bias is not None else scales, y,
+        *((workspace.acc, workspace.counters) if split > 1 else (scales, qweight)),
         m, n, k8, num_groups, groups_per_warp, split, x.stride(0), y.stride(0),
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
-        TWO_BLOCKS=m > 8, NUM_WARPS=num_warps, DEPTH=depth, num_warps=num_warps,
+        TWO_BLOCKS=m > 8, NUM_WARPS=num_warps, DEPTH=depth, WHOLE_K=split == 1,
+        num_warps=num_warps,
         **({} if max_registers is None else {"maxnreg": max_registers}),
     )  # fmt: skip
     return y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -196,15 +197,23 @@ def rows_supported(m: int, k: int, n: int, group_size: int) -> bool:
 
 def rows_choice(m: int, k: int, n: int) -> dict:
     """Launch shape of the tensor-core GEMV for ``m`` rows (a sweep on the H200 at the
-    Qwen-14B shapes: 1-4 warps, split-K 1-16, 2 or 4 steps in flight).
+    Qwen-14B shapes and two ten times a layer: 1-8 warps, split-K 1-8, 4 or 8 steps in flight).
 
-    4 warps, each with 4 steps of weights in flight (2 were slower, 8 too: fewer warps fit).
-    Split-K 2 for the wide matrices (N >= 12288; 1 for 9-16 rows, whose programs hold twice
-    the sums), 4 for the long K = 13696 of mlp.c_proj, 2 for attn.c_proj: c_attn 16.8-17.2 us
-    at 2 rows, 20.1 at 8, 24.4 at 16 (the one-row kernel over every row: 25 / 80 / 153 us).
+    The warps per 64-column block (``num_warps * split_k``) bring the grid to ~2048 warps, ~1024
+    for 9-16 rows (whose warps hold twice the sums; more warps than fit at once were slower),
+    the nearest power of two, and at least enough that no warp runs more than 128 steps
+    (32 inputs each). Programs of 4 warps, or of one where up to 4 rows give each warp at most
+    32 steps (no sums to add across warps). c_attn: 16.7 / 18.4 / 21.8 us at 2 / 8 / 16 rows
+    (the one-row kernel over every row: 25 / 80 / 153 us).
     """
-    split = (1 if m > 8 else 2) if n >= 12288 else 4 if k >= 8192 else 2
-    return {"split_k": split, "num_warps": 4, "depth": 4}
+    blocks = n // COLUMNS_PER_WARP
+    steps = -(-k // 32)
+    target = 2048 if m <= 8 else 1024
+    per_block = 1 << max(0, round(math.log2(target / blocks)))
+    per_block = min(32, max(per_block, 1 << max(0, math.ceil(math.log2(steps / 128)))))
+    one_warp = m <= 4 and per_block <= 8 and steps <= 32 * per_block
+    num_warps = 1 if one_warp else min(4, per_block)
+    return {"split_k": per_block // num_warps, "num_warps": num_warps, "depth": 4}
 
 
 def gated_choice(k: int, n: int) -> dict:
