@@ -305,8 +305,8 @@ def int4_gemv_rows(
     """``x (M, K) fp16 @ W + b`` for 2-16 rows, W in the repacked layout, read once for all
     rows. ``split_k`` programs (of ``num_warps`` warps, each a range of scale groups) share a
     column block's inputs; they meet in ``workspace`` (needed only when more than one program
-    has work). ``max_registers``: a per-thread cap given
-    to ptxas; ``depth``: steps of weights each warp keeps in flight. Returns ``(M, N)`` fp16."""
+    has work). ``max_registers``: a per-thread cap given to ptxas; ``depth``: steps of weights
+    each warp keeps in flight. Returns ``(M, N)`` fp16."""
     m, k = x.shape
     k8, n = qweight.shape
     if k != k8 * 8:
@@ -328,11 +328,13 @@ def int4_gemv_rows(
         if workspace is None:
             raise ValueError("int4_gemv_rows: split-K programs meet in a workspace; none given")
         workspace.check(m, n)
+        ws_acc, ws_counters = workspace.acc, workspace.counters
+    else:  # one program covers all of K and stores its result: any pointer will do
+        ws_acc, ws_counters = scales, qweight
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _int4_gemv_rows_kernel[(n // COLUMNS_PER_WARP, split)](
         x, qweight, scales, zeros if zeros is not None else qweight,
-        bias if bias is not None else scales, y,
-        *((workspace.acc, workspace.counters) if split > 1 else (scales, qweight)),
+        bias if bias is not None else scales, y, ws_acc, ws_counters,
         m, n, k8, num_groups, groups_per_warp, split, x.stride(0), y.stride(0),
         HAS_ZEROS=zeros is not None, HAS_BIAS=bias is not None, GROUP_ROWS=group_rows,
         TWO_BLOCKS=m > 8, NUM_WARPS=num_warps, DEPTH=depth, WHOLE_K=split == 1,

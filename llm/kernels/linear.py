@@ -202,8 +202,9 @@ def rows_choice(m: int, k: int, n: int) -> dict:
     The warps per 64-column block (``num_warps * split_k``) bring the grid to ~2048 warps, ~1024
     for 9-16 rows (whose warps hold twice the sums; more warps than fit at once were slower),
     the nearest power of two, and at least enough that no warp runs more than 128 steps
-    (32 inputs each). Programs of 4 warps, or of one where up to 4 rows give each warp at most
-    32 steps (no sums to add across warps). c_attn: 16.7 / 18.4 / 21.8 us at 2 / 8 / 16 rows
+    (32 inputs each). Programs of 4 warps (fewer where the block has fewer), or of one warp for
+    up to 4 rows when a block of at most 8 warps gives each at most 32 steps (then no sums are
+    added across warps). c_attn: 16.7 / 18.4 / 21.8 us at 2 / 8 / 16 rows
     (the one-row kernel over every row: 25 / 80 / 153 us).
     """
     blocks = n // COLUMNS_PER_WARP
