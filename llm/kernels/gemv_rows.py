@@ -321,8 +321,7 @@ def int4_gemv_rows(
     x = aligned_rows(x, 16)  # the activations are read 8 at a time
     group_rows = (k if group_size == -1 else group_size) // 8
     num_groups = k8 // group_rows
-    split = max(1, min(split_k, triton.cdiv(num_groups, num_warps)))
-    groups_per_warp = triton.cdiv(num_groups, split * num_warps)
+    groups_per_warp = triton.cdiv(num_groups, max(1, split_k) * num_warps)
     split = triton.cdiv(num_groups, groups_per_warp * num_warps)  # no program without work
     if split > 1:
         if workspace is None:

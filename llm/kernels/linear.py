@@ -85,10 +85,8 @@ class Int4Linear(nn.Module):
         if x2.dtype != self.scales.dtype or not x2.is_contiguous():
             x2 = x2.to(self.scales.dtype).contiguous()
         m = x2.shape[0]
-        if (
-            m > 1
-            and x2.dtype == torch.float16
-            and rows_supported(m, self.in_features, self.out_features, self.group_size)
+        if x2.dtype == torch.float16 and rows_supported(
+            m, self.in_features, self.out_features, self.group_size
         ):
             from llm.kernels.gemv_rows import int4_gemv_rows
 
@@ -197,7 +195,8 @@ def rows_supported(m: int, k: int, n: int, group_size: int) -> bool:
 
 def rows_choice(m: int, k: int, n: int) -> dict:
     """Launch shape of the tensor-core GEMV for ``m`` rows (a sweep on the H200 at the
-    Qwen-14B shapes and two ten times a layer: 1-8 warps, split-K 1-8, 4 or 8 steps in flight).
+    Qwen-14B shapes and two ten times a layer: 1-8 warps, split-K 1-8, 4 or 8 steps in flight;
+    4, the kernel's default, was best).
 
     The warps per 64-column block (``num_warps * split_k``) bring the grid to ~2048 warps, ~1024
     for 9-16 rows (whose warps hold twice the sums; more warps than fit at once were slower),
@@ -214,7 +213,7 @@ def rows_choice(m: int, k: int, n: int) -> dict:
     per_block = min(32, max(per_block, 1 << max(0, math.ceil(math.log2(steps / 128)))))
     one_warp = m <= 4 and per_block <= 8 and steps <= 32 * per_block
     num_warps = 1 if one_warp else min(4, per_block)
-    return {"split_k": per_block // num_warps, "num_warps": num_warps, "depth": 4}
+    return {"split_k": per_block // num_warps, "num_warps": num_warps}
 
 
 def gated_choice(k: int, n: int) -> dict:
