@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ValidationError
 
+from llm.stopping import StopGuard, StopStrings
 from llm.tokenizer import QwenTokenizer
 from llm.types import Completion, FinishReason, SamplingParams, Usage
 
@@ -120,12 +121,12 @@ class OpenAICompatibleLLM:
         sampling: SamplingParams | None = None,
     ) -> Completion:
         """One completion; the text excludes any stop string, even one the server kept."""
-        stops = _clean_stops(stop)
+        stops = StopStrings(stop)
         payload = self._payload(prompt, stops, max_new_tokens, sampling, stream=False)
         response = self._post(payload, stream=False)
         parsed = self._parse(response)
         choice = parsed.choices[0]
-        text, matched = _cut_at_stop(choice.text, stops)
+        text, matched = stops.cut(choice.text)
         if matched is None and isinstance(choice.stop_reason, str):
             matched = choice.stop_reason
         finish: FinishReason = "length" if choice.finish_reason == "length" else "stop"
@@ -147,7 +148,7 @@ class OpenAICompatibleLLM:
         The request is sent (and retried) by this call; failures while reading the stream
         surface during iteration.
         """
-        stops = _clean_stops(stop)
+        stops = StopStrings(stop)
         payload = self._payload(prompt, stops, max_new_tokens, sampling, stream=True)
         response = self._post(payload, stream=True)
         return self._deltas(response, stops)
@@ -179,7 +180,7 @@ class OpenAICompatibleLLM:
     def _payload(
         self,
         prompt: str,
-        stops: list[str],
+        stops: StopStrings,
         max_new_tokens: int,
         sampling: SamplingParams | None,
         *,
@@ -193,8 +194,8 @@ class OpenAICompatibleLLM:
             "max_tokens": max_new_tokens,
             "stream": stream,
         }
-        if stops:
-            payload["stop"] = stops
+        if stops.stops:
+            payload["stop"] = list(stops.stops)
         payload.update(self._sampling_fields(sampling or SamplingParams()))
         return payload
 
@@ -295,8 +296,8 @@ class OpenAICompatibleLLM:
             return Usage(usage.prompt_tokens, usage.completion_tokens)
         return Usage(self.count_tokens(prompt), len(self.tokenizer.encode(text)))
 
-    def _deltas(self, response: requests.Response, stops: list[str]) -> Iterator[str]:
-        guard = _StopGuard(stops)
+    def _deltas(self, response: requests.Response, stops: StopStrings) -> Iterator[str]:
+        guard = StopGuard(stops)
         try:
             for chunk in self._sse_texts(response):
                 delta = guard.feed(chunk)
@@ -349,59 +350,6 @@ def _completions_url(base_url: str) -> str:
     if not base.endswith("/v1"):
         base += "/v1"
     return base + "/completions"
-
-
-def _clean_stops(stop: Sequence[str]) -> list[str]:
-    if isinstance(stop, str):
-        stop = [stop]
-    return list(dict.fromkeys(s for s in stop if s))
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, str | None]:
-    """Cut ``text`` before the earliest stop string; return the text and the stop found."""
-    best: tuple[int, str] | None = None
-    for s in stops:
-        pos = text.find(s)
-        if pos != -1 and (best is None or pos < best[0]):
-            best = (pos, s)
-    if best is None:
-        return text, None
-    return text[: best[0]], best[1]
-
-
-class _StopGuard:
-    """Streams text while holding back any tail that could start a stop string."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = list(stops)
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, chunk: str) -> str:
-        self.pending += chunk
-        text, matched = _cut_at_stop(self.pending, self.stops)
-        if matched is not None:
-            self.stopped = True
-            self.pending = ""
-            return text
-        keep = self._held_back()
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(self.pending) - keep :]
-        return out
-
-    def finish(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-    def _held_back(self) -> int:
-        """Length of the longest tail of ``pending`` that is a proper prefix of a stop string."""
-        longest = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(self.pending)), longest, -1):
-                if self.pending.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
 
 
 def _retry_after(response: requests.Response) -> float | None:

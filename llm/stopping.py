@@ -40,6 +40,11 @@ class StopStrings:
                 best = StopHit(i, s)
         return best
 
+    def cut(self, text: str) -> tuple[str, str | None]:
+        """``text`` cut before its earliest stop string, and that stop (``None`` if none)."""
+        hit = self.search(text)
+        return (text, None) if hit is None else (text[: hit.index], hit.stop)
+
     def holdback(self, text: str) -> int:
         """Length of the longest end of ``text`` that could still begin a stop string."""
         for n in range(min(self.longest - 1, len(text)), 0, -1):
@@ -47,3 +52,35 @@ class StopStrings:
             if any(s.startswith(tail) for s in self.stops):
                 return n
         return 0
+
+
+class StopGuard:
+    """Streams text that arrives in pieces, never showing part of a stop string, and ends
+    where ``StopStrings.cut`` would cut the whole text.
+
+    A stop found in the text is not final while an end of the text that starts earlier could
+    still grow into a longer stop (``":"`` found in ``"O:"`` while ``"O::"`` is a stop too):
+    the text before that end goes out and the rest waits for the next piece.
+    """
+
+    def __init__(self, stops: StopStrings) -> None:
+        self.stops = stops
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, chunk: str) -> str:
+        """The text that is now safe to show; sets ``stopped`` once a stop is final."""
+        self.pending += chunk
+        hit = self.stops.search(self.pending)
+        safe = len(self.pending) - self.stops.holdback(self.pending)
+        if hit is not None and hit.index <= safe:
+            out, self.pending, self.stopped = self.pending[: hit.index], "", True
+            return out
+        out, self.pending = self.pending[:safe], self.pending[safe:]
+        return out
+
+    def finish(self) -> str:
+        """The text held back when the stream ends, cut before any stop string in it."""
+        out, stop = self.stops.cut(self.pending)
+        self.pending, self.stopped = "", self.stopped or stop is not None
+        return out

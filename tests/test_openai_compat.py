@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from llm.openai_compat import (
     BackendConnectionError,
@@ -20,8 +18,6 @@ from llm.openai_compat import (
     BackendResponseError,
     BackendTimeoutError,
     OpenAICompatibleLLM,
-    _cut_at_stop,
-    _StopGuard,
 )
 from llm.types import LLM, SamplingParams
 
@@ -324,24 +320,3 @@ def test_count_tokens_uses_qwen_tokenizer(make_llm) -> None:
 def test_bad_base_url() -> None:
     with pytest.raises(ValueError, match="base_url"):
         OpenAICompatibleLLM("127.0.0.1:8000", "m")
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    st.text(alphabet="abO:\n", max_size=30),
-    st.lists(st.integers(min_value=0, max_value=30), max_size=6),
-    st.lists(st.text(alphabet="abO:\n", min_size=1, max_size=4), max_size=3),
-)
-def test_property_stop_guard_equals_cut_of_whole_text(
-    text: str, cuts: list[int], stops: list[str]
-) -> None:
-    bounds = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
-    guard = _StopGuard(stops)
-    out = ""
-    for a, b in zip(bounds, bounds[1:]):
-        out += guard.feed(text[a:b])
-        if guard.stopped:
-            break
-    else:
-        out += guard.finish()
-    assert out == _cut_at_stop(text, stops)[0]
