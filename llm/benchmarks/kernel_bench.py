@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -32,8 +33,21 @@ def copy_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / statistics.median(times[2:])
 
 
-def graph_time(calls: list[Callable[[], object]], replays: int = 20) -> float:
-    """Median seconds per call of ``calls`` captured back to back in one CUDA graph."""
+def graph_time(
+    calls: list[Callable[[], object]],
+    replays: int = 20,
+    warmup_s: float = 0.03,
+    idle_s: float = 0.2,
+) -> float:
+    """Median seconds per call of ``calls`` captured back to back in one CUDA graph.
+
+    Each measurement starts from an idle GPU (``idle_s``), so that the power drawn by the ones
+    before it does not throttle it (under sustained weight streaming the H200 reaches its
+    700 W cap after ~1 s and cuts its SM clock, down to ~1.2 GHz), and times its replays after
+    ``warmup_s`` of untimed ones (the first ~20 ms after a change of kernel read up to 11%
+    slower).
+    """
+    time.sleep(idle_s)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -47,6 +61,10 @@ def graph_time(calls: list[Callable[[], object]], replays: int = 20) -> float:
             fn()
     graph.replay()
     torch.cuda.synchronize()
+    settle_until = time.perf_counter() + warmup_s
+    while time.perf_counter() < settle_until:
+        graph.replay()
+        torch.cuda.synchronize()
     times = []
     for _ in range(replays):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
