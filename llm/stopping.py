@@ -81,6 +81,6 @@ class StopGuard:
 
     def finish(self) -> str:
         """The text held back when the stream ends, cut before any stop string in it."""
-        out, stop = self.stops.cut(self.pending)
-        self.pending, self.stopped = "", self.stopped or stop is not None
+        out, _ = self.stops.cut(self.pending)
+        self.pending = ""
         return out
