@@ -155,16 +155,21 @@ def test_rows_kernel_shape_rules() -> None:
 @pytest.mark.parametrize("k, n", [(5120, 15360), (5120, 5120), (5120, 13696), (13696, 5120),
                                   (5120, 153600), (13696, 51200)])  # fmt: skip
 def test_rows_choice_fills_the_grid(m: int, k: int, n: int) -> None:
-    """The launch rule: ~2048 warps in the grid (~1024 from 9 rows on), at most 128 steps of
-    32 inputs per warp, programs of 1 or 4 warps (2 where the whole block has only 2)."""
-    from llm.kernels.linear import rows_choice
+    """The launch rule: ~2048 warps in the grid (~1024 and at least 2 a block from 9 rows on),
+    at most 256 steps of 32 inputs per warp, programs of 1 or 4 warps (2 where the whole block
+    has only 2)."""
+    from llm.kernels.linear import ROWS_STEPS_PER_WARP, rows_choice
 
     choice = rows_choice(m, k, n)
     per_block = choice["split_k"] * choice["num_warps"]
     target = 2048 if m <= 8 else 1024
     grid_warps = n // 64 * per_block
     assert per_block & (per_block - 1) == 0 and 1 <= per_block <= 32
-    assert k / 32 / per_block <= 128
-    if k / 32 / per_block <= 64:  # not raised by the step cap
-        assert target / 2**0.5 <= grid_warps <= target * 2**0.5 or per_block in (1, 32)
+    assert k / 32 / per_block <= ROWS_STEPS_PER_WARP
+    if k / 32 / per_block <= ROWS_STEPS_PER_WARP / 2:  # not raised by the step cap
+        assert (
+            target / 2**0.5 <= grid_warps <= target * 2**0.5
+            or per_block in (1, 32)
+            or (m > 8 and per_block == 2)
+        )
     assert choice["num_warps"] in (1, 4) or choice["num_warps"] == per_block

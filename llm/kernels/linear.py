@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 ONE_ROW_MAX_M = 8  # the one-row kernel, where the rows kernel cannot run the shape
 MAX_ROWS = 16  # the rows kernel: two blocks of the MMA's 8 activation rows
 COLUMNS_PER_WARP = 64  # the rows kernel: 8 lanes of a quad-row times 8 columns
+ROWS_STEPS_PER_WARP = 256  # the rows kernel: most steps (32 inputs each) one warp runs
 
 
 class Int4Linear(nn.Module):
@@ -200,17 +201,24 @@ def rows_choice(m: int, k: int, n: int) -> dict:
 
     The warps per 64-column block (``num_warps * split_k``) bring the grid to ~2048 warps, ~1024
     for 9-16 rows (whose warps hold twice the sums; more warps than fit at once were slower),
-    the nearest power of two, and at least enough that no warp runs more than 128 steps
-    (32 inputs each). Programs of 4 warps (fewer where the block has fewer), or of one warp for
-    up to 4 rows when a block of at most 8 warps gives each at most 32 steps (then no sums are
-    added across warps). c_attn: 16.7 / 18.4 / 21.8 us at 2 / 8 / 16 rows
-    (the one-row kernel over every row: 25 / 80 / 153 us).
+    the nearest power of two, and at least enough that no warp runs more than 256 steps
+    (32 inputs each), and at least 2 for 9-16 rows. Programs of 4 warps (fewer where the block
+    has fewer), or of one warp for up to 4 rows when a block of at most 8 warps gives each at
+    most 32 steps (then no sums are added across warps). c_attn: 16.7 / 18.4 / 21.8 us at 2 /
+    8 / 16 rows (the one-row kernel over every row: 25 / 80 / 153 us).
+
+    The step bound decides only for matrices about ten times a layer: with 128 steps (as
+    before) the long-K 13696 x 51200 matrix took 4-warp programs and the 5120 x 153600 one
+    2-warp programs; with 256, 2 and 1 warps per block streamed 33-35% and 9% faster at 2-8
+    rows on an H100 (the 16-row minimum keeps 2 warps there, where 1 was 5% slower).
     """
     blocks = n // COLUMNS_PER_WARP
     steps = -(-k // 32)
     target = 2048 if m <= 8 else 1024
     per_block = 1 << max(0, round(math.log2(target / blocks)))
-    per_block = min(32, max(per_block, 1 << max(0, math.ceil(math.log2(steps / 128)))))
+    longest = 1 << max(0, math.ceil(math.log2(steps / ROWS_STEPS_PER_WARP)))
+    fewest = 1 if m <= 8 else 2
+    per_block = min(32, max(per_block, longest, fewest))
     one_warp = m <= 4 and per_block <= 8 and steps <= 32 * per_block
     num_warps = 1 if one_warp else min(4, per_block)
     return {"split_k": per_block // num_warps, "num_warps": num_warps}
