@@ -173,3 +173,17 @@ def test_rows_choice_fills_the_grid(m: int, k: int, n: int) -> None:
             or (m > 8 and per_block == 2)
         )
     assert choice["num_warps"] in (1, 4) or choice["num_warps"] == per_block
+
+
+@pytest.mark.parametrize("m", [2, 8, 16])
+def test_rows_choice_for_matrices_ten_times_a_layer(m: int) -> None:
+    """The shapes that streamed fastest there: 2 warps a block on the long-K matrix at every
+    row count, 1 on the wide one up to 8 rows and 2 at 16 (the step bound decides)."""
+    from llm.kernels.linear import rows_choice
+
+    def warps_per_block(k: int, n: int) -> int:
+        choice = rows_choice(m, k, n)
+        return choice["split_k"] * choice["num_warps"]
+
+    assert warps_per_block(13696, 51200) == 2
+    assert warps_per_block(5120, 153600) == (1 if m <= 8 else 2)

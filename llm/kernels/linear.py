@@ -217,7 +217,7 @@ def rows_choice(m: int, k: int, n: int) -> dict:
     target = 2048 if m <= 8 else 1024
     per_block = 1 << max(0, round(math.log2(target / blocks)))
     longest = 1 << max(0, math.ceil(math.log2(steps / ROWS_STEPS_PER_WARP)))
-    fewest = 1 if m <= 8 else 2
+    fewest = 1 if m <= 8 else 2  # 9-16 rows: one-warp blocks left the last wave short
     per_block = min(32, max(per_block, longest, fewest))
     one_warp = m <= 4 and per_block <= 8 and steps <= 32 * per_block
     num_warps = 1 if one_warp else min(4, per_block)
