@@ -178,7 +178,8 @@ def test_rows_choice_fills_the_grid(m: int, k: int, n: int) -> None:
 @pytest.mark.parametrize("m", [2, 8, 16])
 def test_rows_choice_for_matrices_ten_times_a_layer(m: int) -> None:
     """The shapes that streamed fastest there: 2 warps a block on the long-K matrix at every
-    row count, 1 on the wide one up to 8 rows and 2 at 16 (the step bound decides)."""
+    row count (the step bound decides), 1 on the wide one up to 8 rows and 2 at 16 (the 16-row
+    minimum decides)."""
     from llm.kernels.linear import rows_choice
 
     def warps_per_block(k: int, n: int) -> int:
